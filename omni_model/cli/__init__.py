@@ -1,0 +1,29 @@
+"""The `omni` command line. Each subcommand lives in its own module with a `register`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from omni_model.cli import demo, params
+
+COMMANDS = (params, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omni", description="Tiny omni model: build, inspect, train and talk to it."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError) as error:
+        print(f"omni {args.command}: error: {error}", file=sys.stderr)
+        return 2

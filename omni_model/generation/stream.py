@@ -1,0 +1,124 @@
+"""Streaming generation (DESIGN.md section 4).
+
+Each step emits one text token and, for every codebook whose delay has elapsed, one
+audio code. Codebook k of frame j appears at step k + 1 + j, so frame j is complete at
+step 8 + j and is yielded right then: the codec can decode it while the reply goes on.
+Codebook 0 decides when speech ends; codebook k stops exactly one step after k - 1, so
+every yielded frame has all 8 codes. Text is padded after its end token while audio
+finishes; generation ends when text has ended and every codebook has stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from omni_model.config import AUDIO_PAD_ID, AUDIO_STOP_ID, CODEBOOK_SIZE
+from omni_model.generation.sampling import penalize_repeats, sample_token
+from omni_model.models import OmniModel
+from omni_model.text.special_tokens import IM_END_ID, TEXT_PAD_ID
+
+
+@dataclass
+class SamplingSettings:
+    text_temperature: float = 0.7
+    text_top_p: float = 0.9
+    audio_temperature: float = 0.2
+    audio_top_k: int = 50
+    audio_repetition_penalty: float = 1.1
+    repetition_window: int = 3
+    max_steps: int = 400
+
+
+@dataclass
+class TextToken:
+    token_id: int
+    step: int
+    is_end: bool
+
+
+@dataclass
+class AudioFrame:
+    codes: torch.Tensor  # (8,) long, values 0..2047
+    index: int  # frame number within the reply
+    step: int
+
+
+@torch.no_grad()
+def generate_stream(
+    model: OmniModel,
+    prompt: torch.Tensor,
+    audio_features: torch.Tensor | None = None,
+    image_features: torch.Tensor | None = None,
+    speaker: torch.Tensor | None = None,
+    settings: SamplingSettings | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[TextToken | AudioFrame]:
+    """prompt: (9, P) streams from `build_prompt`; yields events as they become available."""
+    settings = settings or SamplingSettings()
+    num_codebooks = model.config.num_codebooks
+    device = model.thinker.embed_tokens.weight.device
+    cache = model.new_cache(1, prompt.shape[1] + settings.max_steps)
+    speaker = None if speaker is None else speaker.to(device).view(1, -1)
+    output = model(prompt[None].to(device), audio_features, image_features, speaker, cache)
+
+    codes: list[list[int]] = [[] for _ in range(num_codebooks)]  # emitted codes per codebook
+    stop_step: list[int | None] = [None] * num_codebooks
+    text_done = False
+    for step in range(settings.max_steps):
+        text_logits = output.text_logits[0, -1]  # (vocab,)
+        audio_logits = output.audio_logits[0, :, -1]  # (8, audio vocab)
+        column = torch.full((num_codebooks + 1,), AUDIO_PAD_ID, dtype=torch.long)
+        column[-1] = TEXT_PAD_ID
+        if not text_done:
+            token = sample_token(
+                text_logits, settings.text_temperature, settings.text_top_p, generator=generator
+            )
+            text_done = token == IM_END_ID
+            column[-1] = token
+            yield TextToken(token, step, text_done)
+        for k in range(num_codebooks):
+            if step < k + 1 or stop_step[k] is not None:
+                continue
+            code = _next_code(audio_logits[k], k, step, codes[k], stop_step, settings, generator)
+            column[k] = code
+            if code == AUDIO_STOP_ID:
+                stop_step[k] = step
+            else:
+                codes[k].append(code)
+        frame = step - num_codebooks  # the frame codebook 7 just completed
+        if frame >= 0 and len(codes[-1]) == frame + 1 and stop_step[-1] is None:
+            frame_codes = torch.tensor([codes[k][frame] for k in range(num_codebooks)])
+            yield AudioFrame(frame_codes, frame, step)
+        if text_done and stop_step[-1] is not None:
+            return
+        output = model(column.view(1, -1, 1).to(device), speaker=speaker, cache=cache)
+
+
+def _next_code(
+    logits: torch.Tensor,
+    k: int,
+    step: int,
+    history: list[int],
+    stop_step: list[int | None],
+    settings: SamplingSettings,
+    generator: torch.Generator | None,
+) -> int:
+    """Codebook k's code at `step`: forced stop right after k-1 stopped, else a sampled code."""
+    if k > 0 and stop_step[k - 1] == step - 1:
+        return AUDIO_STOP_ID
+    allowed = torch.full_like(logits, float("-inf"))
+    allowed[:CODEBOOK_SIZE] = 0.0
+    if k == 0:
+        allowed[AUDIO_STOP_ID] = 0.0  # only codebook 0 decides when speech ends
+    logits = penalize_repeats(
+        logits, history[-settings.repetition_window :], settings.audio_repetition_penalty
+    )
+    return sample_token(
+        logits + allowed,
+        settings.audio_temperature,
+        top_k=settings.audio_top_k,
+        generator=generator,
+    )

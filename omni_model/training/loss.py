@@ -1,0 +1,60 @@
+"""The training loss of DESIGN.md section 3.
+
+total = text CE on the last reply + mean over codebooks of the audio CE (stop targets
+weighted x stop_weight) + MoE auxiliary loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from omni_model.config import AUDIO_STOP_ID
+from omni_model.data.sample import IGNORE_INDEX
+
+
+@dataclass
+class LossBreakdown:
+    total: torch.Tensor
+    text: torch.Tensor
+    audio: torch.Tensor
+    per_codebook: torch.Tensor  # (8,)
+    aux: torch.Tensor
+
+
+def omni_loss(
+    text_logits: torch.Tensor,
+    audio_logits: torch.Tensor | None,
+    text_labels: torch.Tensor,
+    audio_labels: torch.Tensor,
+    aux_loss: torch.Tensor,
+    stop_weight: float = 10.0,
+) -> LossBreakdown:
+    """text_logits (B, T, V), audio_logits (B, 8, T, A), labels (B, T) and (B, 8, T)."""
+    text_loss = _mean_ce(text_logits, text_labels)
+    num_codebooks = audio_labels.shape[1]
+    per_codebook = torch.zeros(num_codebooks, device=text_logits.device)
+    if audio_logits is not None:
+        targets = audio_labels.clamp_min(0)
+        ce = F.cross_entropy(
+            audio_logits.float().flatten(0, 2), targets.flatten(), reduction="none"
+        ).view_as(audio_labels)  # (B, 8, T)
+        weights = torch.where(audio_labels == AUDIO_STOP_ID, stop_weight, 1.0)
+        weights = weights * (audio_labels != IGNORE_INDEX)
+        denominators = weights.sum(dim=(0, 2))  # (8,)
+        per_codebook = (ce * weights).sum(dim=(0, 2)) / denominators.clamp_min(1e-9)
+    has_audio = audio_labels.ne(IGNORE_INDEX).any(dim=(0, 2))  # (8,)
+    # `* 0` rather than a new zero keeps the graph intact for batches without audio targets.
+    audio_loss = per_codebook[has_audio].mean() if has_audio.any() else per_codebook.sum() * 0
+    aux = aux_loss.to(text_loss.device)
+    return LossBreakdown(text_loss + audio_loss + aux, text_loss, audio_loss, per_codebook, aux)
+
+
+def _mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if not labels.ne(IGNORE_INDEX).any():
+        return logits.sum() * 0.0  # keeps the graph, contributes nothing
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+    )
