@@ -8,8 +8,8 @@ from torch import nn
 PARAMETER_GROUPS = (
     ("thinker", ("thinker.",)),
     ("talker.blocks", ("talker.stack.", "talker.norm.")),
-    ("talker.embedding", ("talker.shared_embedding.", "talker.embedding_adapters.")),
-    ("talker.mtp_head", ("talker.shared_head.", "talker.head_adapters.")),
+    ("talker.embedding", ("talker.embedding.",)),
+    ("talker.mtp_head", ("talker.head.",)),
     (
         "talker.bridge",
         ("talker.embed_proj.", "talker.codec_proj.", "talker.text_scale", "talker.audio_scale"),

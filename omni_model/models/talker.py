@@ -16,28 +16,51 @@ from omni_model.config import SPEAKER_MARKER_ID, OmniConfig
 from omni_model.modules import KVCache, RMSNorm, Stack
 
 
-class LowRankEmbedding(nn.Module):
-    """Embedding of rank r -> GELU -> Linear to hidden."""
+class CodebookEmbedding(nn.Module):
+    """Mean over codebooks of (shared embedding + codebook k's low-rank adapter).
 
-    def __init__(self, vocab: int, rank: int, hidden: int):
+    Adapter k is an embedding of rank r -> GELU -> linear to hidden. Summing the 8 linear
+    maps is one matmul over the concatenated low-rank vectors, so `adapter_proj` holds
+    [W_0 ... W_7] and one bias (the sum of the 8 biases).
+    """
+
+    def __init__(self, num_codebooks: int, vocab: int, rank: int, hidden: int):
         super().__init__()
-        self.embed = nn.Embedding(vocab, rank)
-        self.proj = nn.Linear(rank, hidden)
+        self.num_codebooks, self.vocab = num_codebooks, vocab
+        self.shared = nn.Embedding(vocab, hidden)
+        self.adapter_tables = nn.Embedding(num_codebooks * vocab, rank)  # codebook k at k*vocab
+        self.adapter_proj = nn.Linear(num_codebooks * rank, hidden)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.embed(ids)))
+        """ids: (B, K, T) -> (B, T, hidden)."""
+        batch, codebooks, length = ids.shape
+        offsets = torch.arange(codebooks, device=ids.device).view(1, -1, 1) * self.vocab
+        low = F.gelu(self.adapter_tables(ids + offsets))  # (B, K, T, r)
+        low = low.transpose(1, 2).reshape(batch, length, -1)  # (B, T, K * r)
+        return (self.shared(ids).sum(dim=1) + self.adapter_proj(low)) / codebooks
 
 
-class LowRankHead(nn.Module):
-    """Linear to rank r -> GELU -> Linear to vocab."""
+class MultiCodebookHead(nn.Module):
+    """Multi-token prediction: logits_k = shared(x) + up_k(GELU(down_k(x))) for every k.
 
-    def __init__(self, hidden: int, rank: int, vocab: int):
+    The 8 down-projections run as one linear; the 8 up-projections as one batched matmul.
+    """
+
+    def __init__(self, num_codebooks: int, hidden: int, rank: int, vocab: int):
         super().__init__()
-        self.down = nn.Linear(hidden, rank)
-        self.up = nn.Linear(rank, vocab)
+        self.num_codebooks, self.rank = num_codebooks, rank
+        self.shared = nn.Linear(hidden, vocab)
+        self.down = nn.Linear(hidden, num_codebooks * rank)
+        self.up_weight = nn.Parameter(torch.randn(num_codebooks, rank, vocab) * 0.02)
+        self.up_bias = nn.Parameter(torch.zeros(num_codebooks, 1, vocab))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(F.gelu(self.down(x)))
+        """x: (B, T, hidden) -> (B, K, T, vocab)."""
+        batch, length, _ = x.shape
+        low = F.gelu(self.down(x)).view(batch, length, self.num_codebooks, self.rank)
+        logits = torch.matmul(low.transpose(1, 2), self.up_weight)  # (B, K, T, vocab)
+        # In place is safe: the matmul's backward needs its inputs, not its output.
+        return logits.add_(self.up_bias).add_(self.shared(x).unsqueeze(1))
 
 
 class TwoLayerProjection(nn.Sequential):
@@ -54,11 +77,7 @@ class Talker(nn.Module):
         super().__init__()
         hidden, eps = config.talker.hidden, config.talker.norm_eps
         vocab, rank = config.audio_vocab_size, config.adapter_rank
-        self.num_codebooks = config.num_codebooks
-        self.shared_embedding = nn.Embedding(vocab, hidden)
-        self.embedding_adapters = nn.ModuleList(
-            LowRankEmbedding(vocab, rank, hidden) for _ in range(config.num_codebooks)
-        )
+        self.embedding = CodebookEmbedding(config.num_codebooks, vocab, rank, hidden)
         self.speaker_proj = nn.Linear(config.speaker_dim, hidden, bias=False)
         # Middle-layer bridge: Thinker state and audio embedding mixed by learned scales.
         self.embed_proj = TwoLayerProjection(config.thinker.hidden, hidden, eps)
@@ -67,18 +86,11 @@ class Talker(nn.Module):
         self.audio_scale = nn.Parameter(torch.tensor(config.audio_scale_init))
         self.stack = Stack(config.talker, config.max_seq_len)
         self.norm = RMSNorm(hidden, eps)
-        self.shared_head = nn.Linear(hidden, vocab)
-        self.head_adapters = nn.ModuleList(
-            LowRankHead(hidden, rank, vocab) for _ in range(config.num_codebooks)
-        )
+        self.head = MultiCodebookHead(config.num_codebooks, hidden, rank, vocab)
 
     def embed_audio(self, audio_ids: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
         """audio_ids: (B, 8, T), speaker: (B, speaker_dim) or None -> (B, T, hidden)."""
-        per_codebook = [
-            self.shared_embedding(audio_ids[:, k]) + adapter(audio_ids[:, k])
-            for k, adapter in enumerate(self.embedding_adapters)
-        ]
-        embedded = torch.stack(per_codebook).mean(dim=0)  # (B, T, hidden)
+        embedded = self.embedding(audio_ids)  # (B, T, hidden)
         if speaker is not None:
             slot = (audio_ids[:, 0] == SPEAKER_MARKER_ID).unsqueeze(-1)  # (B, T, 1)
             speaker_embedding = self.speaker_proj(speaker).unsqueeze(1)  # (B, 1, hidden)
@@ -97,6 +109,4 @@ class Talker(nn.Module):
         audio = self.embed_audio(audio_ids, speaker)
         x = self.embed_proj(bridge) * self.text_scale + self.codec_proj(audio) * self.audio_scale
         x, _ = self.stack(x, start, cache)
-        x = self.norm(x)
-        shared = self.shared_head(x)  # (B, T, vocab)
-        return torch.stack([shared + adapter(x) for adapter in self.head_adapters], dim=1)
+        return self.head(self.norm(x))

@@ -1,0 +1,132 @@
+"""Streaming generation: frame timing, stop handling, and agreement with the training layout."""
+
+from types import SimpleNamespace
+
+import torch
+
+from omni_model import OmniModel, make_config
+from omni_model.config import AUDIO_STOP_ID
+from omni_model.data import build_prompt, build_streams
+from omni_model.generation import (
+    AudioFrame,
+    SamplingSettings,
+    TextToken,
+    generate_stream,
+    penalize_repeats,
+    sample_token,
+)
+from omni_model.models import OmniOutput
+from omni_model.text.special_tokens import IM_END_ID
+from omni_model.text.tokenizer import TokenizedConversation
+
+GREEDY = SamplingSettings(text_temperature=0.0, audio_temperature=0.0, max_steps=100)
+
+
+class ScriptedModel:
+    """Stands in for OmniModel and scores a fixed reply highest at every step.
+
+    Its audio logits rank the stop id above the scripted code for codebooks 1..7, so the
+    generator's own rule (only codebook 0 may end speech) is what keeps frames whole.
+    """
+
+    def __init__(self, prompt_length: int, text: list[int], answer: torch.Tensor):
+        self.config = make_config("tiny")
+        self.thinker = SimpleNamespace(embed_tokens=SimpleNamespace(weight=torch.zeros(1)))
+        self.prompt_length, self.text, self.answer = prompt_length, text, answer
+        self.fed: list[torch.Tensor] = []
+
+    def new_cache(self, batch: int, max_len: int):
+        return SimpleNamespace(length=0)
+
+    def __call__(
+        self, input_ids, audio_features=None, image_features=None, speaker=None, cache=None
+    ):
+        self.fed.append(input_ids[0])
+        cache.length += input_ids.shape[-1]
+        step = cache.length - self.prompt_length  # the step these logits are for
+        text_logits = torch.zeros(1, 1, self.config.vocab_size)
+        reply = [*self.text, IM_END_ID]
+        text_logits[0, 0, reply[step] if step < len(reply) else 99] = 1.0
+        audio_logits = torch.zeros(1, 8, 1, 2112)
+        frames = self.answer.shape[1]
+        for k in range(8):
+            frame = step - k - 1
+            if 0 <= frame < frames:
+                audio_logits[0, k, 0, self.answer[k, frame]] = 5.0
+            if k > 0 or frame >= frames:
+                audio_logits[0, k, 0, AUDIO_STOP_ID] = 10.0
+        return OmniOutput(text_logits, audio_logits, torch.zeros(()))
+
+
+def run_scripted(text_length: int, frames: int):
+    prompt_ids = list(range(30, 40))
+    text = list(range(100, 100 + text_length))
+    answer = torch.randint(0, 2048, (8, frames), generator=torch.Generator().manual_seed(frames))
+    model = ScriptedModel(len(prompt_ids), text, answer)
+    events = list(generate_stream(model, build_prompt(prompt_ids), settings=GREEDY))
+    return model, prompt_ids, text, answer, events
+
+
+def test_frames_arrive_when_all_codebooks_exist_and_generation_stops_on_stop_ids():
+    model, _, text, answer, events = run_scripted(text_length=4, frames=6)
+    tokens = [e for e in events if isinstance(e, TextToken)]
+    frames = [e for e in events if isinstance(e, AudioFrame)]
+    assert [t.token_id for t in tokens] == [*text, IM_END_ID]
+    assert [t.is_end for t in tokens] == [False] * 4 + [True]
+    assert [f.index for f in frames] == list(range(6))
+    assert [f.step for f in frames] == [8 + j for j in range(6)]  # codebook 7 completes frame j
+    assert torch.equal(torch.stack([f.codes for f in frames], dim=1), answer)
+    # Codebook 0 stops at step 7, codebook 7 at step 14: the last step generated.
+    assert len(model.fed) == 1 + 14
+
+
+def test_generated_streams_match_the_training_layout():
+    model, prompt_ids, text, answer, _ = run_scripted(text_length=9, frames=3)
+    generated = torch.cat([column for column in model.fed[1:]], dim=1)  # (9, steps - 1)
+    conversation = TokenizedConversation(
+        [*prompt_ids, *text, IM_END_ID], len(prompt_ids), len(prompt_ids) + len(text) + 1
+    )
+    streams, _ = build_streams(conversation, answer)
+    assert torch.equal(
+        generated, streams[:, len(prompt_ids) : len(prompt_ids) + generated.shape[1]]
+    )
+
+
+def test_text_longer_than_speech_keeps_going_until_text_ends():
+    model, _, _, _, events = run_scripted(text_length=20, frames=2)
+    assert [e.token_id for e in events if isinstance(e, TextToken)][-1] == IM_END_ID
+    assert sum(isinstance(e, AudioFrame) for e in events) == 2
+    assert len(model.fed) == 1 + 20
+
+
+def test_real_model_streams_valid_frames_until_max_steps():
+    torch.manual_seed(0)
+    model = OmniModel(make_config("tiny")).eval()
+    settings = SamplingSettings(max_steps=30)
+    prompt = build_prompt([1, 40, 41, 42], torch.randint(0, 2048, (8, 3)), with_speaker=True)
+    events = list(
+        generate_stream(
+            model,
+            prompt,
+            speaker=torch.randn(64),
+            settings=settings,
+            generator=torch.Generator().manual_seed(0),
+        )
+    )
+    frames = [e for e in events if isinstance(e, AudioFrame)]
+    steps = [e.step for e in events]
+    assert steps == sorted(steps) and max(steps) < 30
+    assert all(f.step == f.index + 8 and f.codes.shape == (8,) for f in frames)
+    assert all((f.codes >= 0).all() and (f.codes < 2048).all() for f in frames)
+
+
+def test_sampling_helpers():
+    logits = torch.tensor([0.0, 3.0, 2.9, -1.0])
+    assert sample_token(logits, temperature=0.0) == 1
+    generator = torch.Generator().manual_seed(0)
+    draws = {sample_token(logits, 1.0, top_p=0.9, generator=generator) for _ in range(60)}
+    assert draws == {1, 2}  # 0 and 3 lie outside the 90% nucleus
+    draws = {sample_token(logits, 5.0, top_k=1, generator=generator) for _ in range(20)}
+    assert draws == {1}
+    penalized = penalize_repeats(logits, [1, 3], 2.0)
+    torch.testing.assert_close(penalized, torch.tensor([0.0, 1.5, 2.9, -2.0]))
