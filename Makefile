@@ -6,9 +6,10 @@ INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := espeak-ng
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo lint system-packages clean
+.PHONY: test demo dagster lint system-packages clean
 
-$(INSTALLED): pyproject.toml
+# Debian packages first: some Python packages (webrtcvad, via resemblyzer) compile on install.
+$(INSTALLED): pyproject.toml | system-packages
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --progress-bar off -e '.[dev]'
@@ -24,8 +25,15 @@ system-packages:
 test: $(INSTALLED) system-packages
 	$(PYTHON) -m pytest
 
+# The main job on the offline defaults: generated corpus -> speech -> codec -> codes ->
+# tokenizer, voices, shards and the DuckDB catalog; then the tiny model end to end.
 demo: $(INSTALLED) system-packages
+	DAGSTER_HOME=$(CURDIR)/dagster_home $(PYTHON) -m pipelines.run --size small
 	$(VENV)/bin/omni demo
+
+# The Dagster UI over the same instance `make demo` writes to (http://localhost:3000).
+dagster: $(INSTALLED)
+	DAGSTER_HOME=$(CURDIR)/dagster_home $(VENV)/bin/dagster dev
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

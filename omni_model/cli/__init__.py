@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from omni_model.cli import demo, params
+from omni_model.cli import codec, demo, params
 
-COMMANDS = (params, demo)
+COMMANDS = (params, codec, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

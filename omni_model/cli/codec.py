@@ -1,0 +1,83 @@
+"""`omni codec`: fit the offline codec on a folder of audio, or round-trip one file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from omni_model.audio_io import AudioError, load_audio, save_wav
+from omni_model.quantization import CODEC_KINDS, SAMPLE_RATE, OfflineCodec, load_codec
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("codec", help="fit the offline codec, or round-trip audio")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    fit = actions.add_parser("fit", help="fit the offline codec on every audio file in a folder")
+    fit.add_argument(
+        "audio_dir", type=Path, metavar="AUDIO_DIR", help="searched recursively for audio files"
+    )
+    fit.add_argument("--out", type=Path, required=True, metavar="FILE", help="codec to write")
+    fit.add_argument("--iterations", type=int, default=4, help="k-means iterations per stage")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(run=run_fit)
+
+    roundtrip = actions.add_parser("roundtrip", help="encode and decode one audio file")
+    roundtrip.add_argument("in_audio", type=Path, metavar="IN_AUDIO", help="wav/flac/mp3/ogg")
+    roundtrip.add_argument("out_wav", type=Path, metavar="OUT_WAV", help="decoded 24 kHz wav")
+    roundtrip.add_argument("--codec", choices=CODEC_KINDS, default="offline")
+    roundtrip.add_argument("--weights", type=Path, metavar="FILE", help="codec weights file")
+    roundtrip.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="mimi without --weights: fetch the released checkpoint from the Hugging Face hub",
+    )
+    roundtrip.set_defaults(run=run_roundtrip)
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Every wav/flac/mp3/ogg file under `folder`, in a stable order."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such directory")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    paths = audio_files(args.audio_dir)
+    clips = []
+    for path in paths:
+        try:
+            clips.append(load_audio(path, sample_rate=SAMPLE_RATE))
+        except AudioError as error:
+            print(f"warning: skipping {error}", file=sys.stderr)
+    skipped = len(paths) - len(clips)
+    if not clips:
+        raise ValueError(
+            f"{args.audio_dir}: no usable audio ({len(paths)} audio files, {skipped} skipped)"
+        )
+    seconds = sum(len(clip) for clip in clips) / SAMPLE_RATE
+    print(f"fitting on {len(clips)} files ({seconds:.1f} s of audio), skipped {skipped}")
+    codec = OfflineCodec.fit(clips, iterations=args.iterations, seed=args.seed)
+    codec.save(args.out)
+    print(f"wrote {args.out} ({codec.codec_id})")
+    summary = {"files": len(clips), "skipped": skipped, "audio_s": round(seconds, 3)}
+    print(json.dumps({**summary, "codec_id": codec.codec_id, "out": str(args.out)}))
+    return 0
+
+
+def run_roundtrip(args: argparse.Namespace) -> int:
+    codec = load_codec(args.codec, args.weights, allow_download=args.allow_download)
+    audio = load_audio(args.in_audio, sample_rate=codec.sample_rate)  # (samples,)
+    codes, frames = codec.encode(audio[None])  # (1, 8, F), (1,)
+    decoded, _ = codec.decode(codes, frames)  # (1, F * 1920)
+    save_wav(args.out_wav, decoded[0, : len(audio)], codec.sample_rate)
+    shape = list(codes[0].shape)
+    seconds = len(audio) / codec.sample_rate
+    print(f"{args.in_audio}: {seconds:.2f} s -> {int(frames[0])} frames, codes of shape {shape}")
+    print(f"wrote {args.out_wav} ({codec.codec_id})")
+    print(json.dumps({"frames": int(frames[0]), "code_shape": shape, "codec_id": codec.codec_id}))
+    return 0

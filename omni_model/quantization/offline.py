@@ -1,0 +1,434 @@
+"""The offline codec: a codec fitted on the project's own corpus, with nothing to download.
+
+Audio -> 80-bin log-mel at 100 Hz (hop 240 at 24 kHz) -> one 640-d vector per 80 ms codec
+frame (8 mel frames x 80 bins) -> 8-stage residual VQ, 2,048 k-means centroids per stage.
+Decoding sums the chosen centroids back into log-mel, maps mel to linear magnitude with the
+filterbank's pseudo-inverse and recovers phase with (fast) Griffin-Lim. The streaming decoder
+runs Griffin-Lim over a few frames of left context with the already-played samples held
+fixed, so each new 80 ms chunk continues the waveform instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from omni_model.quantization.base import (
+    CODEBOOK_SIZE,
+    NUM_CODEBOOKS,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    Codec,
+    StreamingDecoder,
+    frames_for_samples,
+)
+
+FORMAT_NAME = "tiny-omni-offline-codec"
+FORMAT_VERSION = 1
+DISTANCE_CHUNK = 4096  # rows per distance matrix: 4096 x 2048 floats = 32 MB
+GRIFFIN_LIM_MOMENTUM = 0.99  # "fast Griffin-Lim" (Perraudin, Balazs and Søndergaard, 2013)
+
+
+@dataclass(frozen=True)
+class MelSettings:
+    """How audio becomes log-mel; stored with the codebooks and hashed into `codec_id`."""
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = 1024  # 42.7 ms Hann window: resolves the pitch harmonics of speech
+    hop_length: int = 240  # 10 ms: 8 mel frames per 80 ms codec frame
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: float = 12_000.0
+    log_floor: float = 1e-3  # mel magnitudes below this all read as one "silence" value
+
+    @property
+    def mels_per_frame(self) -> int:
+        return SAMPLES_PER_FRAME // self.hop_length
+
+    @property
+    def vector_size(self) -> int:
+        return self.mels_per_frame * self.n_mels
+
+    @property
+    def linear_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+
+def mel_filterbank(mel: MelSettings) -> torch.Tensor:
+    """HTK-scale triangular filters, (n_mels, linear_bins)."""
+
+    def hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
+        return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+    def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    low, high = hz_to_mel(torch.tensor([mel.f_min, mel.f_max], dtype=torch.float64)).tolist()
+    points = mel_to_hz(torch.linspace(low, high, mel.n_mels + 2, dtype=torch.float64))
+    freqs = torch.linspace(0.0, mel.sample_rate / 2, mel.linear_bins, dtype=torch.float64)
+    left, center, right = points[:-2, None], points[1:-1, None], points[2:, None]
+    rising = (freqs - left) / (center - left)
+    falling = (right - freqs) / (right - center)
+    return torch.minimum(rising, falling).clamp(min=0.0).float()
+
+
+class LogMel:
+    """Log-mel analysis into codec-frame vectors, and Griffin-Lim synthesis back to audio."""
+
+    def __init__(self, mel: MelSettings, griffin_lim_iterations: int = 32):
+        if mel.sample_rate != SAMPLE_RATE or SAMPLES_PER_FRAME % mel.hop_length:
+            raise ValueError(f"mel settings do not tile 80 ms frames at 24 kHz: {mel}")
+        self.mel = mel
+        self.griffin_lim_iterations = griffin_lim_iterations
+        self.filterbank = mel_filterbank(mel)  # (n_mels, bins)
+        self.inverse_filterbank = torch.linalg.pinv(self.filterbank)  # (bins, n_mels)
+        self.window = torch.hann_window(mel.n_fft)
+
+    def frame_vectors(
+        self, audio: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio (B, samples), lengths (B,) -> vectors (B, F, 640), frames (B,).
+
+        Samples past each item's length read as silence, so an item gives the same vectors
+        alone and inside a padded batch.
+        """
+        if audio.ndim != 2 or 0 in audio.shape:
+            raise ValueError(f"expected audio of shape (batch, samples), got {tuple(audio.shape)}")
+        batch = audio.shape[0]
+        if lengths is None:
+            lengths = torch.full((batch,), audio.shape[1], dtype=torch.long)
+        if lengths.shape != (batch,) or lengths.min() < 0 or lengths.max() > audio.shape[1]:
+            raise ValueError(f"lengths must be (batch,) = ({batch},) values in 0..{audio.shape[1]}")
+        lengths = lengths.long().cpu()
+        frames = frames_for_samples(lengths)  # (B,) ceil(seconds * 12.5)
+        total = max(int(frames.max()), 1) * SAMPLES_PER_FRAME  # all-empty input: one silent frame
+        padded = torch.zeros(batch, total)
+        keep = min(total, audio.shape[1])
+        padded[:, :keep] = audio[:, :keep].float()
+        padded[torch.arange(total)[None, :] >= lengths[:, None]] = 0.0
+        spectrum = self.stft(padded).abs()[..., :-1]  # (B, bins, 8F): drop the end frame
+        log_mel = (self.filterbank @ spectrum).clamp(min=self.mel.log_floor).log()
+        vectors = log_mel.transpose(1, 2).reshape(batch, -1, self.mel.vector_size)
+        return vectors, frames
+
+    def magnitudes(self, vectors: torch.Tensor) -> torch.Tensor:
+        """vectors (B, F, 640) of log-mel -> linear STFT magnitudes (B, bins, 8F)."""
+        log_mel = vectors.reshape(vectors.shape[0], -1, self.mel.n_mels).transpose(1, 2)
+        return (self.inverse_filterbank @ log_mel.exp()).clamp(min=0.0)
+
+    def griffin_lim(
+        self,
+        magnitude: torch.Tensor,
+        generator: torch.Generator,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """magnitude (B, bins, T) -> audio (B, T * hop); `prefix` (B, P) samples stay fixed.
+
+        The frame centred on the last sample has no mel frame of its own: it repeats the
+        last one, the same guess at the end of an utterance and at the edge of a stream.
+        """
+        magnitude = torch.cat([magnitude, magnitude[..., -1:]], dim=-1)
+        length = (magnitude.shape[-1] - 1) * self.mel.hop_length
+        angles = 2 * torch.pi * torch.rand(magnitude.shape, generator=generator)
+        phase = torch.polar(torch.ones_like(magnitude), angles)
+        previous = torch.zeros_like(phase)
+        for _ in range(self.griffin_lim_iterations):
+            audio = _with_prefix(self.istft(magnitude * phase, length), prefix)
+            rebuilt = self.stft(audio)
+            phase = rebuilt - previous * (GRIFFIN_LIM_MOMENTUM / (1 + GRIFFIN_LIM_MOMENTUM))
+            phase = phase / phase.abs().clamp(min=1e-8)
+            previous = rebuilt
+        return _with_prefix(self.istft(magnitude * phase, length), prefix)
+
+    def stft(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, samples) -> complex (B, bins, samples / hop + 1), zero-padded at both ends."""
+        return torch.stft(
+            audio,
+            self.mel.n_fft,
+            self.mel.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+
+    def istft(self, spectrum: torch.Tensor, length: int) -> torch.Tensor:
+        return torch.istft(
+            spectrum, self.mel.n_fft, self.mel.hop_length, window=self.window, length=length
+        )
+
+
+def _with_prefix(audio: torch.Tensor, prefix: torch.Tensor | None) -> torch.Tensor:
+    if prefix is None:
+        return audio
+    return torch.cat([prefix, audio[:, prefix.shape[1] :]], dim=1)
+
+
+class OfflineCodec(Codec):
+    """Log-mel residual-VQ codec. Build with `fit` or `load`; codebooks (8, 2048, 640)."""
+
+    def __init__(
+        self,
+        codebooks: torch.Tensor,
+        mel: MelSettings | None = None,
+        *,
+        griffin_lim_iterations: int = 32,
+        context_frames: int = 3,
+    ):
+        self.log_mel = LogMel(mel or MelSettings(), griffin_lim_iterations)
+        self.mel = self.log_mel.mel
+        expected = (NUM_CODEBOOKS, CODEBOOK_SIZE, self.mel.vector_size)
+        if tuple(codebooks.shape) != expected:
+            raise ValueError(f"codebooks must have shape {expected}, got {tuple(codebooks.shape)}")
+        self.codebooks = codebooks.float().contiguous()
+        self.context_frames = context_frames
+        self._codec_id = _hash_codec(self.codebooks, self.mel)
+
+    @property
+    def codec_id(self) -> str:
+        return self._codec_id
+
+    @classmethod
+    def fit(
+        cls,
+        audios: list[torch.Tensor],
+        *,
+        mel: MelSettings | None = None,
+        seed: int = 0,
+        iterations: int = 4,
+        progress: bool = True,
+        **kwargs,
+    ) -> OfflineCodec:
+        """Fit the 8 residual stages by k-means on every frame vector of `audios` (24 kHz).
+
+        A corpus of minutes gives only a few vectors per centroid, so k-means settles within
+        a few iterations: more change the error on unseen audio by well under 1%.
+        """
+        analysis = LogMel(mel or MelSettings())
+        vectors = [
+            analysis.frame_vectors(audio.reshape(1, -1))[0][0] for audio in audios if audio.numel()
+        ]  # each (frames, 640)
+        residual = torch.cat(vectors) if vectors else torch.zeros(0)
+        if len(residual) == 0:
+            raise ValueError("cannot fit the offline codec on an empty corpus")
+        generator = torch.Generator().manual_seed(seed)
+        codebooks = []
+        with tqdm(
+            total=NUM_CODEBOOKS * iterations,
+            desc=f"k-means on {len(residual)} frames",
+            disable=not progress,
+        ) as bar:
+            for _ in range(NUM_CODEBOOKS):
+                centroids = kmeans(residual, CODEBOOK_SIZE, iterations, generator, bar.update)
+                residual = held_out_residual(residual, centroids)
+                codebooks.append(centroids)
+        return cls(torch.stack(codebooks), analysis.mel, **kwargs)
+
+    def save(self, path: str | Path) -> None:
+        """One safetensors file (written atomically); settings and version in its metadata."""
+        path = Path(path)
+        header = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+        metadata = {"offline_codec": json.dumps({**header, "mel": dataclasses.asdict(self.mel)})}
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            save_file({"codebooks": self.codebooks}, temp, metadata=metadata)
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs) -> OfflineCodec:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"offline codec weights not found: {path}")
+        try:
+            with safe_open(path, framework="pt") as file:
+                header = json.loads((file.metadata() or {}).get("offline_codec", "null"))
+                codebooks = file.get_tensor("codebooks") if header else None
+        except (SafetensorError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: unreadable offline codec file ({error})") from error
+        if not header or header.get("format") != FORMAT_NAME:
+            raise ValueError(f"{path}: not an offline codec file (no offline_codec metadata)")
+        if header.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: unknown offline codec format version {header['version']}")
+        return cls(codebooks, MelSettings(**header["mel"]), **kwargs)
+
+    def _residual_vq(self, vectors: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        """vectors (N, 640) -> codes (N, 8) and mean squared residual before/after each stage."""
+        residual = vectors
+        codes, energies = [], [residual.pow(2).mean().item()]
+        for centroids in self.codebooks:
+            index = nearest(residual, centroids)[:, 0]
+            residual = residual - centroids[index]
+            codes.append(index)
+            energies.append(residual.pow(2).mean().item())
+        return torch.stack(codes, dim=1), energies
+
+    def residual_energies(self, audio: torch.Tensor) -> list[float]:
+        """audio (samples,) -> 9 mean squared residuals: unquantized, then after stages 1..8."""
+        vectors, _ = self.log_mel.frame_vectors(audio.reshape(1, -1))
+        return self._residual_vq(vectors[0])[1]
+
+    @torch.no_grad()
+    def encode(
+        self, audio: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        vectors, frames = self.log_mel.frame_vectors(audio, lengths)  # (B, F, 640)
+        batch, count = vectors.shape[:2]
+        codes, _ = self._residual_vq(vectors.reshape(-1, self.mel.vector_size))
+        codes = codes.reshape(batch, count, NUM_CODEBOOKS).transpose(1, 2)  # (B, 8, F)
+        padding = torch.arange(count)[None, None, :] >= frames[:, None, None]
+        return codes.masked_fill(padding, 0).contiguous(), frames
+
+    def magnitudes(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, 8, F) -> linear STFT magnitudes (B, bins, 8F) of the summed centroids."""
+        if codes.ndim != 3 or codes.shape[1] != NUM_CODEBOOKS or codes.is_floating_point():
+            raise ValueError(
+                f"expected integer codes of shape (batch, 8, frames), got {tuple(codes.shape)}"
+            )
+        if codes.numel() and (codes.min() < 0 or codes.max() >= CODEBOOK_SIZE):
+            raise ValueError(f"codes must lie in 0..{CODEBOOK_SIZE - 1}")
+        stages = torch.arange(NUM_CODEBOOKS)[None, :, None]
+        vectors = self.codebooks[stages, codes].sum(dim=1)  # (B, F, 640)
+        return self.log_mel.magnitudes(vectors)
+
+    @torch.no_grad()
+    def decode(
+        self, codes: torch.Tensor, frames: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        magnitude = self.magnitudes(codes)  # (B, bins, 8F), after checking the codes
+        batch, _, count = codes.shape
+        if frames is None:
+            frames = torch.full((batch,), count, dtype=torch.long)
+        if frames.shape != (batch,) or frames.min() < 0 or frames.max() > count:
+            raise ValueError(f"frames must be (batch,) = ({batch},) values in 0..{count}")
+        frames = frames.long().cpu()
+        if count == 0:
+            return torch.zeros(batch, 0), frames
+        valid = torch.arange(magnitude.shape[-1]) < frames[:, None] * self.mel.mels_per_frame
+        generator = torch.Generator().manual_seed(0)
+        audio = self.log_mel.griffin_lim(magnitude * valid[:, None], generator)
+        lengths = frames * SAMPLES_PER_FRAME
+        audio[torch.arange(audio.shape[1])[None, :] >= lengths[:, None]] = 0.0
+        return audio, lengths
+
+    def streaming_decoder(self) -> StreamingDecoder:
+        return OfflineStreamingDecoder(self)
+
+
+class OfflineStreamingDecoder(StreamingDecoder):
+    """One frame in, 1,920 samples out, continuing the waveform already played.
+
+    Keeps the last `context_frames` frames of magnitudes and output samples (silence before
+    the first frame); Griffin-Lim runs over context + new frame with the context samples
+    held fixed, so the new chunk's phase follows what the listener already heard.
+    """
+
+    def __init__(self, codec: OfflineCodec):
+        self.codec = codec
+        context_mels = codec.context_frames * codec.mel.mels_per_frame
+        self.magnitude = torch.zeros(1, codec.mel.linear_bins, context_mels)
+        self.played = torch.zeros(1, codec.context_frames * SAMPLES_PER_FRAME)
+        self.generator = torch.Generator().manual_seed(0)
+
+    @torch.no_grad()
+    def decode_frame(self, codes: torch.Tensor) -> torch.Tensor:
+        if codes.shape != (NUM_CODEBOOKS,):
+            raise ValueError(f"expected one frame of codes, shape (8,), got {tuple(codes.shape)}")
+        new = self.codec.magnitudes(codes.reshape(1, NUM_CODEBOOKS, 1))  # (1, bins, 8)
+        magnitude = torch.cat([self.magnitude, new], dim=-1)
+        audio = self.codec.log_mel.griffin_lim(magnitude, self.generator, prefix=self.played)
+        context = self.played.shape[1]
+        self.magnitude = magnitude[..., new.shape[-1] :]
+        self.played = audio[:, audio.shape[1] - context :]
+        return audio[0, context:]
+
+
+def nearest(vectors: torch.Tensor, centroids: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """Indices of the k closest centroids for each row, closest first: (N, D), (K, D) -> (N, k).
+
+    Distances are computed DISTANCE_CHUNK rows at a time, so memory stays flat on long corpora.
+    """
+    squared_norms = centroids.pow(2).sum(dim=1)  # (K,)
+    chunks = [
+        (squared_norms - 2 * chunk @ centroids.T).topk(k, dim=1, largest=False).indices
+        for chunk in vectors.split(DISTANCE_CHUNK)
+    ]
+    return torch.cat(chunks) if chunks else torch.zeros(0, k, dtype=torch.long)
+
+
+def held_out_residual(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """What is left of each row after this stage, as if the row had not been in the fit.
+
+    With ~3 rows per centroid, a row's own centroid is pulled towards it and the next
+    stage would learn residuals far smaller than unseen audio leaves (zero for a
+    singleton), so later stages would add nothing on unseen audio. Each row is instead
+    quantized by the mean of the other rows of its cluster (leave-one-out), or, alone in
+    its cluster, by the nearest other centroid.
+    """
+    two_nearest = nearest(vectors, centroids, k=2)  # (N, 2)
+    assignment = two_nearest[:, 0]
+    sums = torch.zeros_like(centroids).index_add_(0, assignment, vectors)
+    sizes = torch.bincount(assignment, minlength=len(centroids))[assignment, None]
+    others = (sums[assignment] - vectors) / (sizes - 1).clamp(min=1)
+    alone = sizes == 1
+    return vectors - torch.where(alone, centroids[two_nearest[:, 1]], others)
+
+
+def kmeans(
+    vectors: torch.Tensor,
+    count: int,
+    iterations: int,
+    generator: torch.Generator,
+    on_iteration: Callable[[int], object] | None = None,
+) -> torch.Tensor:
+    """Lloyd's k-means: (N, D) -> (count, D) centroids.
+
+    Starts from distinct random rows; a cluster left empty is re-seeded on the row worst
+    served by its centroid. With no more rows than `count` (a tiny corpus), every row is
+    its own centroid and the spare ones sit at the rows' mean with tiny jitter: every code
+    in 0..count-1 still names a usable centroid, and one near the mean means a stage never
+    leaves a residual larger than the mean would.
+    """
+    rows, dim = vectors.shape
+    jitter = 1e-4 * vectors.std().clamp(min=1e-6)
+    if rows <= count:
+        spare = vectors.mean(dim=0) + jitter * torch.randn(count - rows, dim, generator=generator)
+        if on_iteration is not None:
+            on_iteration(iterations)
+        return torch.cat([vectors, spare])
+    centroids = vectors[torch.randperm(rows, generator=generator)[:count]]
+    for _ in range(iterations):
+        assignment = nearest(vectors, centroids)[:, 0]
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, vectors)
+        sizes = torch.bincount(assignment, minlength=count)
+        filled = sizes > 0
+        centroids[filled] = sums[filled] / sizes[filled, None]
+        empty = (~filled).nonzero().squeeze(1)
+        if len(empty):
+            errors = (vectors - centroids[assignment]).pow(2).sum(dim=1)
+            worst = errors.topk(len(empty)).indices
+            fresh = torch.randn(len(empty), dim, generator=generator)
+            centroids[empty] = vectors[worst] + jitter * fresh
+        if on_iteration is not None:
+            on_iteration(1)
+    return centroids
+
+
+def _hash_codec(codebooks: torch.Tensor, mel: MelSettings) -> str:
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(mel), sort_keys=True).encode())
+    digest.update(codebooks.numpy().tobytes())
+    return "offline-" + digest.hexdigest()[:16]
