@@ -1,0 +1,160 @@
+"""Image loading (every bad kind of file), preprocessing, and the two 64-token encoders."""
+
+import io
+import struct
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from omni_model.config import OmniConfig
+from omni_model.encoders.errors import CheckpointError
+from omni_model.encoders.image import (
+    IMAGE_TOKENS,
+    ImageError,
+    SiglipImageEncoder,
+    build_image_encoder,
+    load_image,
+    preprocess,
+)
+
+
+def encoded(image: Image.Image, format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height (valid chunk CRCs) but holds no pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def noise_image(seed: int, size: tuple[int, int] = (96, 64)) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+BAD_IMAGES = {
+    "empty": (lambda: b"", "empty file"),
+    "text": (lambda: b"hello, I am not a picture\n" * 20, "not a recognised image"),
+    "truncated_png": (lambda: encoded(noise_image(0))[:3_000], "truncated"),
+    "truncated_jpeg": (lambda: encoded(noise_image(1), "JPEG")[:2_000], "truncated"),
+    "zero_size": (lambda: png_header(0, 0), r"empty image \(0x0\)"),
+    "over_our_limit": (lambda: png_header(8_000, 7_000), "over the limit"),
+    "decompression_bomb": (lambda: png_header(60_000, 60_000), "too large"),
+    "16_bit": (
+        lambda: encoded(Image.fromarray(np.full((8, 8), 40_000, dtype=np.uint16))),
+        "unsupported pixel mode 'I;16'",
+    ),
+    "float": (lambda: encoded(Image.new("F", (8, 8), 0.5), "TIFF"), "unsupported pixel mode 'F'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_IMAGES))
+def test_each_bad_image_raises_image_error_naming_the_file(kind, tmp_path):
+    make, reason = BAD_IMAGES[kind]
+    path = tmp_path / f"{kind}.img"
+    path.write_bytes(make())
+    with pytest.raises(ImageError, match=reason) as raised:
+        load_image(path)
+    assert str(path) in str(raised.value)
+    with pytest.raises(ImageError, match=f"upload 7: .*{reason}"):
+        load_image(make(), name="upload 7")
+
+
+def test_missing_file_raises_image_error(tmp_path):
+    with pytest.raises(ImageError, match=r"nothing\.png: no such file"):
+        load_image(tmp_path / "nothing.png")
+
+
+def test_load_image_converts_modes_and_flattens_transparency_onto_white():
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    rgba.putpixel((0, 0), (0, 0, 255, 255))
+    image = load_image(encoded(rgba))
+    assert image.mode == "RGB" and image.size == (4, 4)
+    assert image.getpixel((0, 0)) == (0, 0, 255)
+    assert image.getpixel((1, 1)) == (255, 255, 255)
+    gray = load_image(encoded(Image.new("L", (4, 2), 200)))
+    assert gray.mode == "RGB" and gray.getpixel((3, 1)) == (200, 200, 200)
+
+
+def test_preprocess_resizes_to_256_and_scales_to_unit_range():
+    white, black = Image.new("RGB", (300, 120), "white"), Image.new("RGB", (20, 20), "black")
+    pixels = preprocess([white, black])
+    assert pixels.shape == (2, 3, 256, 256)
+    assert torch.all(pixels[0] == 1.0) and torch.all(pixels[1] == -1.0)
+
+
+def test_patch_encoder_gives_64_trainable_tokens():
+    torch.manual_seed(0)
+    encoder = build_image_encoder("patch", feature_dim=48)
+    pixels = preprocess([noise_image(2), noise_image(3)])
+    tokens = encoder(pixels)
+    assert tokens.shape == (2, IMAGE_TOKENS, 48)
+    assert not torch.allclose(tokens[0], tokens[1], atol=1e-3)
+    torch.testing.assert_close(encoder(pixels[:1]), tokens[:1], atol=1e-5, rtol=1e-5)
+    tokens.pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+    with pytest.raises(ValueError, match="expected pixels"):
+        encoder(torch.zeros(1, 3, 224, 224))
+
+
+def test_default_dims_match_the_config():
+    assert build_image_encoder("patch").feature_dim == OmniConfig().image_feature_dim
+    with pytest.raises(ValueError, match="unknown image encoder"):
+        build_image_encoder("clip")
+
+
+def test_siglip_without_the_extra_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    with pytest.raises(ImportError, match=r"tiny-omni\[siglip\]"):
+        SiglipImageEncoder("google/siglip2-base-patch32-256")
+
+
+def tiny_siglip_config(transformers, patch_size: int = 32):
+    return transformers.SiglipVisionConfig(
+        image_size=256,
+        patch_size=patch_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+    )
+
+
+def test_siglip_loads_a_saved_checkpoint_and_gives_64_frozen_tokens(tmp_path):
+    transformers = pytest.importorskip(
+        "transformers", reason="the optional `siglip` extra (transformers) is not installed"
+    )
+    torch.manual_seed(0)
+    model = transformers.SiglipVisionModel(tiny_siglip_config(transformers)).eval()
+    model.save_pretrained(tmp_path / "siglip")
+    encoder = build_image_encoder("siglip", siglip_model=tmp_path / "siglip")
+    pixels = preprocess([noise_image(4), noise_image(5)])
+    tokens = encoder(pixels)
+    assert encoder.feature_dim == 32 and tokens.shape == (2, IMAGE_TOKENS, 32)
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).last_hidden_state
+    torch.testing.assert_close(tokens, expected)
+    assert not any(parameter.requires_grad for parameter in encoder.parameters())
+
+    with pytest.raises(ValueError, match="does not match"):
+        build_image_encoder("siglip", siglip_model=tmp_path / "siglip", feature_dim=768)
+    transformers.SiglipVisionModel(tiny_siglip_config(transformers, 16)).save_pretrained(
+        tmp_path / "patch16"
+    )
+    with pytest.raises(CheckpointError, match="256 patches"):
+        SiglipImageEncoder(tmp_path / "patch16")
+    with pytest.raises(CheckpointError, match="no such checkpoint folder"):
+        SiglipImageEncoder(tmp_path / "missing")
