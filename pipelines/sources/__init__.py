@@ -1,0 +1,1 @@
+"""Where raw corpora come from: each module turns one kind of source into RawRecords."""
