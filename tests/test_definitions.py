@@ -1,0 +1,49 @@
+"""The code location `dagster dev` loads: what it holds and how it is wired."""
+
+import importlib
+import tomllib
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.definitions import defs
+from pipelines.partitions import BUCKETS, NUM_BUCKETS, bucket_of, split_of
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_pyproject_points_dagster_at_these_definitions():
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dagster"]
+    module = importlib.import_module(settings["module_name"])
+    assert isinstance(module.defs, dg.Definitions)
+
+
+def test_every_shard_asset_and_source_has_a_check_and_buckets_partition_the_heavy_steps():
+    graph = defs.resolve_asset_graph()
+    checked = {key.asset_key.to_user_string() for key in graph.asset_check_keys}
+    for name in (
+        "t2a_shards",
+        "a2a_shards",
+        "i2t_shards",
+        "text_shards",
+        "dataset_catalog",
+        "generated_corpus",
+        "local_corpus",
+        "webdataset_corpus",
+        "spoken_corpus",
+        "speech_codes",
+        "chat_tokenizer",
+    ):
+        assert name in checked, name
+    for name in ("spoken_corpus", "speech_codes"):
+        assert graph.get(dg.AssetKey(name)).partitions_def == BUCKETS
+
+
+def test_buckets_and_splits_depend_on_the_id_alone_and_spread():
+    ids = [f"generated/t2a-{i}" for i in range(2000)]
+    buckets = [bucket_of(i) for i in ids]
+    assert buckets == [bucket_of(i) for i in ids]
+    counts = [buckets.count(f"bucket-{b}") for b in range(NUM_BUCKETS)]
+    assert min(counts) > 2000 / NUM_BUCKETS * 0.8
+    validation = sum(split_of(i) == "validation" for i in ids) / len(ids)
+    assert 0.03 < validation < 0.07
