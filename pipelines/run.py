@@ -9,6 +9,7 @@ Bucketed steps run one run per bucket, `--workers` of them at a time (as a backf
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -56,16 +57,22 @@ def run_job(
     return result
 
 
+def run_bucket(store_root: str, job_name: str, bucket: str) -> None:
+    """One bucket's run; returns nothing, so that it can run in a worker process."""
+    run_job(store_root, job_name, partition_key=bucket)
+
+
 def run_buckets(store_root: str, job_name: str, workers: int) -> None:
     """One run per bucket; with workers > 1, in parallel processes."""
     keys = BUCKETS.get_partition_keys()
     if workers <= 1:
         for key in keys:
-            run_job(store_root, job_name, partition_key=key)
+            run_bucket(store_root, job_name, key)
         return
-    count = len(keys)
-    with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(run_job, [store_root] * count, [job_name] * count, [None] * count, keys))
+    # spawn, not fork: a forked child of a process that already ran torch can deadlock in
+    # OpenMP (the codec fit runs in this process before the code buckets do).
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(run_bucket, [store_root] * len(keys), [job_name] * len(keys), keys))
 
 
 def run_pipeline(

@@ -41,7 +41,7 @@ class SpeechCodecConfig(dg.Config):
     """How much speech the offline codec is fitted on (ignored for Mimi)."""
 
     fit_minutes: float = 10.0
-    kmeans_iterations: int = 8
+    kmeans_iterations: int = 4
     seed: int = 0
 
 
