@@ -18,7 +18,7 @@ import torch
 from omni_model.config import AUDIO_PAD_ID, AUDIO_STOP_ID, CODEBOOK_SIZE
 from omni_model.generation.sampling import penalize_repeats, sample_token
 from omni_model.models import OmniModel
-from omni_model.text.special_tokens import IM_END_ID, TEXT_PAD_ID
+from omni_model.text.special_tokens import IM_END_ID, SPECIAL_TOKENS, TEXT_PAD_ID
 
 
 @dataclass
@@ -64,6 +64,10 @@ def generate_stream(
     speaker = None if speaker is None else speaker.to(device).view(1, -1)
     output = model(prompt[None].to(device), audio_features, image_features, speaker, cache)
 
+    # Of the special tokens a reply may only end with <|im_end|>: a sampled placeholder would
+    # ask for audio/image features that do not exist, a pad or header would break the format.
+    text_mask = torch.zeros(output.text_logits.shape[-1], device=device)
+    text_mask[[i for i in range(len(SPECIAL_TOKENS)) if i != IM_END_ID]] = float("-inf")
     codes: list[list[int]] = [[] for _ in range(num_codebooks)]  # emitted codes per codebook
     stop_step: list[int | None] = [None] * num_codebooks
     text_done = False
@@ -74,7 +78,10 @@ def generate_stream(
         column[-1] = TEXT_PAD_ID
         if not text_done:
             token = sample_token(
-                text_logits, settings.text_temperature, settings.text_top_p, generator=generator
+                text_logits + text_mask,
+                settings.text_temperature,
+                settings.text_top_p,
+                generator=generator,
             )
             text_done = token == IM_END_ID
             column[-1] = token
