@@ -23,7 +23,7 @@ import webdataset as wds
 from PIL import Image
 
 from pipelines.records import RawRecord, Rejected
-from pipelines.sources.checks import Limits, SourceNotFound
+from pipelines.sources.checks import Limits, SourceNotFound, normalise_transcript
 from pipelines.sources.local import (
     read_audio_folder,
     read_chat_jsonl,
@@ -177,11 +177,25 @@ def test_librispeech_layout(tmp_path: Path) -> None:
     )
     first = records["19/198/19-198-0000"]
     assert first.task == "t2a"
-    assert first.conversations[1] == {"role": "assistant", "content": "HELLO WORLD"}
-    assert first.conversations[0]["content"].endswith("HELLO WORLD")
+    assert first.conversations[1] == {"role": "assistant", "content": "Hello world"}
+    assert first.conversations[0]["content"].endswith("Hello world")
     assert first.answer_audio == [good["0000"]]
     assert first.voice == "librispeech/19"
     assert records["26/496/26-496-0000"].voice == "librispeech/26"
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("HELLO  WORLD", "Hello world"),
+        ("WHAT DID I SAY\tTO HIM", "What did I say to him"),
+        ("Already Mixed case  text.", "Already Mixed case text."),
+        ("42 17", "42 17"),
+    ],
+)
+def test_transcript_normalisation(raw: str, normalised: str) -> None:
+    assert normalise_transcript(raw) == normalised
+    assert normalise_transcript(normalised) == normalised
 
 
 def test_simple_audio_folder(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -267,11 +268,25 @@ def chat_turns(fields: dict, limits: Limits) -> list[dict[str, str]]:
     raise InvalidInput("no conversations, messages or instruction/output fields")
 
 
+def normalise_transcript(said: str) -> str:
+    """One space between words; an all-capitals transcript (LibriSpeech's style) in sentence case.
+
+    The Thinker learns to write what the Talker says, so shouted-case transcripts would teach
+    it to answer in capitals.
+    """
+    said = " ".join(said.split())
+    if said.upper() == said and said.lower() != said:
+        said = said.lower()
+        said = said[0].upper() + said[1:]
+        said = re.sub(r"\bi\b", "I", said)
+    return said
+
+
 def speech_record(
     source: str, key: str, transcript: object, clip: bytes, voice: str, limits: Limits
 ) -> RawRecord:
     """A T2A record: the assistant reads the transcript aloud, with `clip` as its speech."""
-    said = text(transcript, "transcript", limits)
+    said = normalise_transcript(text(transcript, "transcript", limits))
     return RawRecord(
         sample_id=sample_id(source, key),
         source=source,
