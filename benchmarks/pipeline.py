@@ -34,7 +34,8 @@ def shard_build(size: str, workers: int) -> dict[str, float]:
         run_pipeline(f"{folder}/store", workers, {"generated_corpus": {"size": size}})
         seconds = time.perf_counter() - started
         with duckdb.connect(f"{folder}/store/catalog.duckdb", read_only=True) as db:
-            rows, hours = db.execute("SELECT count(*), sum(duration_s) / 3600 FROM samples").fetchone()
+            totals = "SELECT count(*), sum(duration_s) / 3600 FROM samples"
+            rows, hours = db.execute(totals).fetchone()
     return {"seconds": seconds, "rows": rows, "hours": hours}
 
 
