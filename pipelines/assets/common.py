@@ -43,17 +43,25 @@ def accounting_check(
     )
 
 
-def preview_table(rows: Sequence[dict], limit: int = 5) -> dg.MetadataValue:
-    """A small markdown table of the first rows, as Dagster shows it in the UI."""
-    rows = list(rows)[:limit]
+def markdown_table(rows: Sequence[dict]) -> str:
+    """Rows as a markdown table (cells shortened to one line of at most 80 characters)."""
     if not rows:
-        return dg.MetadataValue.md("*(no rows)*")
+        return "*(no rows)*"
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = (str(row[c]).replace("|", "/").replace("\n", " ")[:80] for c in columns)
+        cells = (format_cell(row[c]).replace("|", "/").replace("\n", " ")[:80] for c in columns)
         lines.append("| " + " | ".join(cells) + " |")
-    return dg.MetadataValue.md("\n".join(lines))
+    return "\n".join(lines)
+
+
+def format_cell(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def preview_table(rows: Sequence[dict], limit: int = 5) -> dg.MetadataValue:
+    """A small markdown table of the first rows, as Dagster shows it in the UI."""
+    return dg.MetadataValue.md(markdown_table(list(rows)[:limit]))
 
 
 def record_preview(record: RawRecord) -> dict:

@@ -1,0 +1,134 @@
+"""Training assets: the plan's stages, each trained out of process from the shards.
+
+`thinker_text` -> `omni_t2a` -> `omni_a2a` (projector, then everything) -> `omni_i2t`: each
+asset trains its stages from the previous asset's final checkpoint, in a process started
+through dagster-pipes (`pipelines.launch_training`), which logs to MLflow and streams its
+progress into the Dagster run. The plan and model variant are the `trainer` resource's config,
+so one launchpad setting covers every stage of a run.
+"""
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from omni_model.training.plans import get_plan
+from pipelines.assets.shards import ShardSet
+from pipelines.assets.text import TokenizerFile
+from pipelines.launch_training import TrainingRequest
+from pipelines.resources import StoreResource
+
+LAUNCH_COMMAND = [sys.executable, "-m", "pipelines.launch_training"]
+
+
+class TrainerResource(dg.ConfigurableResource):
+    """Which plan and model variant to train, and how (device, step cap, resume)."""
+
+    plan: str = "tiny"
+    talker_hidden: int | None = None  # Talker width variant (384, 512, 768); None: the preset's
+    moe: bool = False  # MoE MLPs instead of dense ones
+    max_steps: int | None = None  # caps every stage (smoke runs)
+    device: str | None = None  # None: cuda when available, else cpu
+    resume: bool = False  # continue an interrupted stage from its latest step checkpoint
+
+    def variant_name(self, talker_hidden: int | None = None, moe: bool | None = None) -> str:
+        """Folder and run name of a plan variant: `tiny`, `tiny-talker512`, `tiny-talker512-moe`."""
+        hidden = self.talker_hidden if talker_hidden is None else talker_hidden
+        moe = self.moe if moe is None else moe
+        return self.plan + (f"-talker{hidden}" if hidden else "") + ("-moe" if moe else "")
+
+    def request(
+        self,
+        store: StoreResource,
+        launch_id: str,
+        stages: list[str],
+        tokenizer: TokenizerFile,
+        shard_sets: list[ShardSet],
+    ) -> TrainingRequest:
+        """The launch description for `stages` of this resource's plan variant."""
+        plan = get_plan(self.plan)
+        return TrainingRequest(
+            store_root=str(store.path()),
+            shards=str(store.path("shards")),
+            tokenizer=tokenizer.path,
+            out=str(store.path("training", self.variant_name())),
+            launch_id=launch_id,
+            stages=stages,
+            plan=self.plan,
+            talker_hidden=self.talker_hidden,
+            moe=self.moe,
+            max_steps=self.max_steps,
+            device=self.device,
+            resume=self.resume,
+            register=stages[-1] == plan.stage_names[-1],
+            inputs=[shard_input(shard_set) for shard_set in shard_sets if shard_set.rows],
+            tags={"dagster_run_id": launch_id, "tokenizer_id": tokenizer.tokenizer_id},
+        )
+
+
+def shard_input(shard_set: ShardSet) -> dict:
+    """What MLflow records of a shard set a stage read (see `tracking.log_shard_inputs`).
+
+    The reference import is one set over every task's folder (task `reference`).
+    """
+    return {
+        "task": shard_set.task,
+        "folder": os.path.commonpath([str(Path(path).parent) for path in shard_set.paths]),
+        "content_hash": shard_set.content_hash,
+        "rows": shard_set.rows,
+        "codec_id": shard_set.codec_id,
+    }
+
+
+def training_asset(name: str, stages: list[str], task: str, after: str | None, description: str):
+    """An asset training `stages` on `task`'s shards, after the `after` asset's checkpoint."""
+    shard_assets = [f"{task}_shards", "reference_shards"]
+    ins = {name: dg.AssetIn() for name in ["chat_tokenizer", *shard_assets]}
+
+    @dg.asset(
+        name=name,
+        group_name="training",
+        ins=ins,
+        deps=[after] if after else [],
+        kinds={"pytorch", "mlflow"},
+        description=description,
+    )
+    def train(
+        context: dg.AssetExecutionContext,
+        store: StoreResource,
+        trainer: TrainerResource,
+        pipes_subprocess_client: dg.PipesSubprocessClient,
+        chat_tokenizer: TokenizerFile,
+        **shards: ShardSet,
+    ) -> dg.MaterializeResult:
+        request = trainer.request(
+            store, context.run.run_id, stages, chat_tokenizer, [*shards.values()]
+        )
+        invocation = pipes_subprocess_client.run(
+            context=context,
+            command=LAUNCH_COMMAND,
+            extras={"request": dataclasses.asdict(request)},
+        )
+        return invocation.get_materialize_result()
+
+    return train
+
+
+thinker_text = training_asset(
+    "thinker_text", ["text"], "text", None, "The Thinker learns language: next-token on text."
+)
+omni_t2a = training_asset(
+    "omni_t2a", ["t2a"], "t2a", "thinker_text", "Text in, text and 8-codebook speech out."
+)
+omni_a2a = training_asset(
+    "omni_a2a",
+    ["a2a_proj", "a2a"],
+    "a2a",
+    "omni_t2a",
+    "Spoken questions: the audio projector alone, then everything at a low learning rate.",
+)
+omni_i2t = training_asset(
+    "omni_i2t", ["i2t"], "i2t", "omni_a2a", "Images in, text out: the vision projector."
+)
