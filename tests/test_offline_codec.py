@@ -6,14 +6,12 @@ import json
 import math
 from itertools import pairwise
 
-import numpy as np
 import pytest
 import torch
-from pocketsphinx import Decoder
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from omni_model.audio_io import resample
+from omni_model.evaluation.asr import PocketsphinxTranscriber
 from omni_model.quantization import CODEBOOK_SIZE, OfflineCodec, load_codec
 from omni_model.quantization.offline import kmeans
 
@@ -165,21 +163,6 @@ def test_kmeans_with_fewer_rows_than_centroids_keeps_every_row_and_code():
     assert torch.allclose(centroids[5:], rows.mean(dim=0).expand(11, 3), atol=1e-3)
 
 
-def recognise(audio: torch.Tensor, grammar: str) -> str:
-    """pocketsphinx under a JSGF grammar, at 16 kHz with 0.3 s of silence either side."""
-    decoder = Decoder(samprate=16_000, lm=None, loglevel="FATAL")
-    decoder.add_jsgf_string("sentences", grammar)
-    decoder.activate_search("sentences")
-    pcm = resample(audio.numpy(), SAMPLE_RATE, 16_000)
-    silence = np.zeros(4_800, dtype=np.float32)
-    pcm = np.concatenate([silence, pcm, silence])
-    decoder.start_utt()
-    decoder.process_raw((np.clip(pcm, -1, 1) * 32_767).astype("<i2").tobytes(), full_utt=True)
-    decoder.end_utt()
-    hypothesis = decoder.hyp()
-    return hypothesis.hypstr if hypothesis else ""
-
-
 def word_errors(reference: str, hypothesis: str) -> int:
     """Levenshtein distance in words (substitutions + insertions + deletions)."""
     ref, hyp = reference.split(), hypothesis.split()
@@ -209,12 +192,13 @@ def test_decoded_held_out_speech_is_recognised(speech_corpus):
     codec = OfflineCodec.fit([u.audio for u in speech_corpus.train], progress=False)
     slots = ["(" + " | ".join(phrases) + ")" for phrases in speech_corpus.slots]
     grammar = f"#JSGF V1.0;\ngrammar sentences;\npublic <sentence> = {' '.join(slots)};\n"
+    asr = PocketsphinxTranscriber.from_grammar(grammar)
     clips = [u.audio for u in speech_corpus.held_out]
     codes, frames = codec.encode(*pad_batch(clips))
     decoded, _ = codec.decode(codes, frames)
     errors = words = 0
     for utterance, audio in zip(speech_corpus.held_out, decoded, strict=True):
-        heard = recognise(audio[: len(utterance.audio)], grammar)
+        heard = asr.transcribe(audio[: len(utterance.audio)], SAMPLE_RATE)
         errors += word_errors(utterance.text, heard)
         words += len(utterance.text.split())
     assert errors / words <= 0.10, f"word error rate {errors / words:.3f}"

@@ -480,7 +480,8 @@ def single_turn(rng: random.Random) -> Turn:
 
 # Pictures: shapes in a 3x3 grid, at most one per cell and never touching, filled with exact
 # colours (no anti-aliasing), so that each shape is one connected blob of its colour and the
-# tests can re-count them from the pixels.
+# tests can re-count them from the pixels. A few colour/shape pairs are never drawn: the I2T
+# probes (`pipelines.sources.probes`) ask about them to test unseen combinations.
 
 SHAPE_COLOURS = {
     "red": (220, 30, 30),
@@ -503,6 +504,17 @@ POLYGONS = {
     "star": (10, -90.0, 0.45),
 }
 SHAPES = ("circle", *POLYGONS)
+# One pair per shape, each with another colour: every shape and colour is still drawn.
+HELD_OUT_PAIRS = frozenset(
+    {
+        ("purple", "star"),
+        ("orange", "circle"),
+        ("pink", "square"),
+        ("brown", "triangle"),
+        ("yellow", "hexagon"),
+        ("green", "diamond"),
+    }
+)
 IMAGE_SIZES = (224, 240, 256)
 GRID = 3  # cells per side
 MARGIN = 3  # pixels kept free between a shape and the border of its cell
@@ -527,10 +539,21 @@ def place(kinds: list[str], colours: list[str], cells: list[int]) -> list[Shape]
     return [Shape(*spec) for spec in zip(kinds, colours, cells, strict=True)]
 
 
+def kind_for(rng: random.Random, colour: str) -> str:
+    """A shape kind that may be drawn in `colour` (never a held-out pair)."""
+    return rng.choice([kind for kind in SHAPES if (colour, kind) not in HELD_OUT_PAIRS])
+
+
+def colour_for(rng: random.Random, kind: str, taken: tuple[str, ...] = ()) -> str:
+    """A colour not in `taken` that `kind` may be drawn in (never a held-out pair)."""
+    allowed = [c for c in SHAPE_COLOURS if c not in taken and (c, kind) not in HELD_OUT_PAIRS]
+    return rng.choice(allowed)
+
+
 def random_shapes(rng: random.Random, count: int) -> list[Shape]:
     cells = rng.sample(range(GRID * GRID), count)
-    kinds = [rng.choice(SHAPES) for _ in cells]
-    return place(kinds, [rng.choice(tuple(SHAPE_COLOURS)) for _ in cells], cells)
+    colours = [rng.choice(tuple(SHAPE_COLOURS)) for _ in cells]
+    return place([kind_for(rng, colour) for colour in colours], colours, cells)
 
 
 def count_reply(count: int, colour: str = "") -> str:
@@ -571,7 +594,7 @@ def colour_count_scene(rng: random.Random) -> Scene:
     count = rng.randint(0, 4)
     total = count + rng.randint(0 if count else 1, MAX_SHAPES - count)
     colours = [target] * count + [rng.choice(others) for _ in range(total - count)]
-    kinds = [rng.choice(SHAPES) for _ in range(total)]
+    kinds = [kind_for(rng, colour) for colour in colours]
     shapes = place(kinds, colours, rng.sample(range(GRID * GRID), total))
     question = rng.choice(("How many {c} shapes are there?", "How many shapes are {c}?"))
     return shapes, (question.format(c=target), count_reply(count, target))
@@ -579,9 +602,9 @@ def colour_count_scene(rng: random.Random) -> Scene:
 
 def colour_scene(rng: random.Random) -> Scene:
     """1-3 shapes of different kinds: ask for the colour of one kind."""
-    count = rng.randint(1, 3)
-    colours = [rng.choice(tuple(SHAPE_COLOURS)) for _ in range(count)]
-    shapes = place(rng.sample(SHAPES, count), colours, rng.sample(range(GRID * GRID), count))
+    kinds = rng.sample(SHAPES, rng.randint(1, 3))
+    colours = [colour_for(rng, kind) for kind in kinds]
+    shapes = place(kinds, colours, rng.sample(range(GRID * GRID), len(kinds)))
     target = rng.choice(shapes)
     question = rng.choice(("What colour is the {k}?", "Which colour does the {k} have?"))
     return shapes, (question.format(k=target.kind), f"The {target.kind} is {target.colour}.")
@@ -589,10 +612,9 @@ def colour_scene(rng: random.Random) -> Scene:
 
 def shape_scene(rng: random.Random) -> Scene:
     """1-3 shapes of different colours: ask for the kind of one colour."""
-    count = rng.randint(1, 3)
-    kinds = [rng.choice(SHAPES) for _ in range(count)]
-    colours = rng.sample(tuple(SHAPE_COLOURS), count)
-    shapes = place(kinds, colours, rng.sample(range(GRID * GRID), count))
+    colours = rng.sample(tuple(SHAPE_COLOURS), rng.randint(1, 3))
+    kinds = [kind_for(rng, colour) for colour in colours]
+    shapes = place(kinds, colours, rng.sample(range(GRID * GRID), len(colours)))
     target = rng.choice(shapes)
     question = rng.choice(("What shape is the {c} one?", "Which shape is {c}?"))
     return shapes, (
@@ -608,7 +630,9 @@ def position_scene(rng: random.Random) -> Scene:
         places, cells = ("on the left", "on the right"), [lines[0] * GRID, lines[1] * GRID + 2]
     else:
         places, cells = ("at the top", "at the bottom"), [lines[0], (GRID - 1) * GRID + lines[1]]
-    shapes = place(rng.sample(SHAPES, 2), rng.sample(tuple(SHAPE_COLOURS), 2), cells)
+    kinds = rng.sample(SHAPES, 2)
+    first = colour_for(rng, kinds[0])
+    shapes = place(kinds, [first, colour_for(rng, kinds[1], taken=(first,))], cells)
     side = rng.randrange(2)
     name, where = shapes[side].name, places[side]
     question = rng.choice(

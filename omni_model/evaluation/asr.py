@@ -1,0 +1,191 @@
+"""Speech recognition for evaluation: what did the generated speech actually say?
+
+- `WhisperTranscriber`: openai-whisper from a local checkpoint file or an official name
+  whose weights are already in Whisper's cache; it downloads only when allowed.
+- `PocketsphinxTranscriber`: the offline default (DESIGN.md section 8). pocketsphinx ships
+  an English acoustic model and dictionary; recognition is constrained by a trigram model
+  built from the evaluation texts (`from_texts`) or by a JSGF grammar (`from_grammar`).
+  The decoder's dictionary is cut down to the words those allow: pocketsphinx takes about
+  15 s to load even a tiny language model against its full 130k-word dictionary.
+
+`build_transcriber` picks Whisper when its weights are at hand, else pocketsphinx.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import whisper
+from pocketsphinx import Decoder
+from pocketsphinx.lm import ArpaBoLM
+
+from omni_model.audio_io import resample
+from omni_model.encoders.audio import load_whisper
+from omni_model.encoders.errors import CheckpointError
+from omni_model.evaluation.metrics import normalize_text
+
+log = logging.getLogger(__name__)
+
+ASR_RATE = 16_000  # both backends work at 16 kHz
+PAD_SECONDS = 0.3  # pocketsphinx needs silence around the speech to find its edges
+JSGF_RULE_NAME = re.compile(r"<[^<>]*>")
+JSGF_WORD = re.compile(r"[a-z][a-z']*")
+
+
+class AsrUnavailableError(CheckpointError):
+    """An ASR model whose weights are not on this machine (and may not be downloaded)."""
+
+
+class Transcriber(ABC):
+    """Audio -> text. `name` says which backend, so reports show what the CER was read by."""
+
+    name: str
+
+    @abstractmethod
+    def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
+        """audio (samples,) mono float at `sample_rate` -> the words heard."""
+
+
+def whisper_weights_path(name: str, download_root: str | None = None) -> Path:
+    """Where `whisper.load_model(name)` keeps an official model's weights."""
+    default = os.path.join(os.getenv("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "whisper")
+    url = whisper._MODELS[name]  # the file name is the URL's last segment
+    return Path(download_root or default) / url.rsplit("/", 1)[-1]
+
+
+def whisper_available(name_or_path: str, download_root: str | None = None) -> bool:
+    """Whether a checkpoint file, or an official model already downloaded, is at hand."""
+    if Path(name_or_path).is_file():
+        return True
+    return (
+        name_or_path in whisper.available_models()
+        and whisper_weights_path(name_or_path, download_root).is_file()
+    )
+
+
+class WhisperTranscriber(Transcriber):
+    """Greedy Whisper decoding in English, one pass, no conditioning on earlier windows."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        device: str | torch.device = "cpu",
+        download_root: str | None = None,
+        allow_download: bool = False,
+    ):
+        if not allow_download and not whisper_available(name_or_path, download_root):
+            raise AsrUnavailableError(
+                name_or_path,
+                "no such checkpoint file, and no downloaded Whisper weights of that name "
+                "(pass a local .pt file, or allow_download=True where a hub is reachable)",
+            )
+        self.name = f"whisper-{Path(name_or_path).name.removesuffix('.pt')}"
+        self.model = load_whisper(name_or_path, device, download_root).eval()
+
+    def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
+        pcm = resample(audio.detach().float().cpu().numpy(), sample_rate, ASR_RATE)
+        result = whisper.transcribe(
+            self.model,
+            pcm,
+            language="en",
+            temperature=0.0,
+            condition_on_previous_text=False,
+            fp16=False,
+            verbose=None,
+        )
+        return str(result["text"]).strip()
+
+
+def trigram_model(texts: Sequence[str]) -> str:
+    """ARPA text of a trigram model over the normalised texts (pocketsphinx's own builder)."""
+    sentences = [normalize_text(text) for text in texts]
+    builder = ArpaBoLM(text="\n".join(s for s in sentences if s), add_start=True)
+    builder.compute()
+    buffer = io.StringIO()
+    builder.write(buffer)
+    return buffer.getvalue()
+
+
+class PocketsphinxTranscriber(Transcriber):
+    """pocketsphinx at 16 kHz under a language model or grammar; build with a classmethod.
+
+    `unknown_words` lists the words of the texts or grammar that the dictionary lacks: they
+    can never be recognised, so every occurrence counts as an error.
+    """
+
+    def __init__(self, words: set[str], *, arpa: str | None = None, jsgf: str | None = None):
+        if (arpa is None) == (jsgf is None):
+            raise ValueError("give exactly one of a language model (arpa) or a grammar (jsgf)")
+        lookup = Decoder(samprate=ASR_RATE, lm=None, loglevel="FATAL")  # the full dictionary
+        pronunciations = {word: lookup.lookup_word(word) for word in sorted(words)}
+        self.unknown_words = sorted(word for word, phones in pronunciations.items() if not phones)
+        known = [f"{word} {phones}" for word, phones in pronunciations.items() if phones]
+        if not known:
+            raise ValueError(f"none of the words is in pocketsphinx's dictionary: {sorted(words)}")
+        if jsgf is not None and self.unknown_words:
+            raise ValueError(
+                f"grammar words not in pocketsphinx's dictionary: {self.unknown_words}"
+            )
+        with tempfile.TemporaryDirectory() as folder:  # the decoder reads both files at once
+            dictionary, model = os.path.join(folder, "words.dict"), None
+            Path(dictionary).write_text("\n".join(known) + "\n")
+            if arpa is not None:
+                model = os.path.join(folder, "model.arpa")
+                Path(model).write_text(arpa)
+            self.decoder = Decoder(samprate=ASR_RATE, dict=dictionary, lm=model, loglevel="FATAL")
+        if jsgf is not None:
+            self.decoder.add_jsgf_string("grammar", jsgf)
+            self.decoder.activate_search("grammar")
+        self.name = "pocketsphinx-trigram" if arpa is not None else "pocketsphinx-grammar"
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str]) -> PocketsphinxTranscriber:
+        """Constrained by a trigram model of `texts`: it hears their word sequences best,
+        yet any word of theirs may follow any other, so a deviation is heard as one."""
+        words = {word for text in texts for word in normalize_text(text).split()}
+        if not words:
+            raise ValueError("no words in the evaluation texts to build a language model from")
+        return cls(words, arpa=trigram_model(texts))
+
+    @classmethod
+    def from_grammar(cls, jsgf: str) -> PocketsphinxTranscriber:
+        """Constrained by a JSGF grammar (lower-case words); only its sentences are heard."""
+        bodies = [line.split("=", 1)[1] for line in jsgf.splitlines() if "=" in line]
+        words = {w for body in bodies for w in JSGF_WORD.findall(JSGF_RULE_NAME.sub(" ", body))}
+        return cls(words, jsgf=jsgf)
+
+    def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
+        pcm = resample(audio.detach().float().cpu().numpy(), sample_rate, ASR_RATE)
+        silence = np.zeros(round(PAD_SECONDS * ASR_RATE), dtype=np.float32)
+        pcm = np.concatenate([silence, pcm, silence])
+        self.decoder.start_utt()
+        self.decoder.process_raw(
+            (np.clip(pcm, -1, 1) * 32_767).astype("<i2").tobytes(), full_utt=True
+        )
+        self.decoder.end_utt()
+        hypothesis = self.decoder.hyp()
+        return hypothesis.hypstr if hypothesis else ""
+
+
+def build_transcriber(
+    texts: Sequence[str],
+    whisper_model: str | None = None,
+    device: str | torch.device = "cpu",
+    download_root: str | None = None,
+) -> Transcriber:
+    """Whisper when `whisper_model` is given and its weights are here, else pocketsphinx
+    constrained by a trigram model of `texts` (the reference answers being evaluated)."""
+    if whisper_model is not None:
+        if whisper_available(whisper_model, download_root):
+            return WhisperTranscriber(whisper_model, device, download_root)
+        log.warning("Whisper %s has no local weights: using pocketsphinx instead", whisper_model)
+    return PocketsphinxTranscriber.from_texts(texts)
