@@ -3,10 +3,10 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-DEBIAN_PACKAGES := espeak-ng
+DEBIAN_PACKAGES := espeak-ng chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo dagster lint system-packages clean
+.PHONY: test demo dagster mlflow lint system-packages clean
 
 # Debian packages first: some Python packages (webrtcvad, via resemblyzer) compile on install.
 $(INSTALLED): pyproject.toml | system-packages
@@ -26,14 +26,18 @@ test: $(INSTALLED) system-packages
 	$(PYTHON) -m pytest
 
 # The main job on the offline defaults: generated corpus -> speech -> codec -> codes ->
-# tokenizer, voices, shards and the DuckDB catalog; then the tiny model end to end.
+# tokenizer, voices, shards and the DuckDB catalog -> every stage of the tiny plan.
 demo: $(INSTALLED) system-packages
-	DAGSTER_HOME=$(CURDIR)/dagster_home $(PYTHON) -m pipelines.run --size small
-	$(VENV)/bin/omni demo
+	DAGSTER_HOME=$(CURDIR)/dagster_home $(PYTHON) -m pipelines.run --size small --plan tiny
 
 # The Dagster UI over the same instance `make demo` writes to (http://localhost:3000).
 dagster: $(INSTALLED)
 	DAGSTER_HOME=$(CURDIR)/dagster_home $(VENV)/bin/dagster dev
+
+# The MLflow UI over the embedded tracking store the training runs write to.
+mlflow: $(INSTALLED)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/assets_store/mlflow/mlflow.db \
+	  --host 127.0.0.1 --port 5000
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

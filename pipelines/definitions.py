@@ -1,40 +1,29 @@
 """The one `Definitions` object `dagster dev` loads (see `[tool.dagster]` in pyproject.toml)."""
 
-from __future__ import annotations
-
 import dagster as dg
 
-from pipelines.assets import catalog, codes, corpora, reference, shards, speech, text, voices
-from pipelines.resources import CodecResource, StoreResource
+from pipelines.assets import (
+    catalog,
+    codes,
+    corpora,
+    evaluation,
+    reference,
+    shards,
+    speech,
+    text,
+    training,
+    variants,
+    voices,
+)
+from pipelines.assets.training import TrainerResource
+from pipelines.automation import nightly_retraining, retrain_on_new_shards
+from pipelines.jobs import JOBS
+from pipelines.resources import REPO_ROOT, CodecResource, StoreResource
 
-ASSET_MODULES = [corpora, speech, codes, text, voices, shards, reference, catalog]
+DATA_MODULES = [corpora, speech, codes, text, voices, shards, reference, catalog]
+ASSET_MODULES = [*DATA_MODULES, training, variants, evaluation]
 ASSETS = dg.load_assets_from_modules(ASSET_MODULES)
 CHECKS = dg.load_asset_checks_from_modules(ASSET_MODULES)
-
-corpora_job = dg.define_asset_job(
-    "corpora_job", selection=dg.AssetSelection.groups("corpora"), description="Land every source."
-)
-speech_job = dg.define_asset_job(
-    "speech_job",
-    selection=dg.AssetSelection.assets("spoken_corpus"),
-    description="Synthesize missing speech, one bucket per run.",
-)
-codec_job = dg.define_asset_job(
-    "codec_job",
-    selection=dg.AssetSelection.assets("speech_codec"),
-    description="Fit/load the codec.",
-)
-codes_job = dg.define_asset_job(
-    "codes_job",
-    selection=dg.AssetSelection.assets("speech_codes"),
-    description="Encode answer speech, one bucket per run (unchanged buckets are skipped).",
-)
-shards_job = dg.define_asset_job(
-    "shards_job",
-    selection=dg.AssetSelection.groups("text", "voices", "shards", "catalog"),
-    description="Tokenizer, voices, T2A/A2A/I2T/text shards and the DuckDB catalog.",
-)
-DATA_JOBS = (corpora_job, speech_job, codec_job, codes_job, shards_job)
 
 
 def io_manager(store: StoreResource) -> dg.FilesystemIOManager:
@@ -42,11 +31,29 @@ def io_manager(store: StoreResource) -> dg.FilesystemIOManager:
     return dg.FilesystemIOManager(base_dir=str(store.path("dagster_io")))
 
 
-def make_definitions(store: StoreResource | None = None, codec: CodecResource | None = None):
-    """The definitions over a given store and codec (tests and benchmarks use a temp store)."""
+def make_definitions(
+    store: StoreResource | None = None,
+    codec: CodecResource | None = None,
+    trainer: TrainerResource | None = None,
+) -> dg.Definitions:
+    """The definitions over a given store, codec and plan (tests and benchmarks use temp ones)."""
     store = store or StoreResource()
-    resources = {"store": store, "codec": codec or CodecResource(), "io_manager": io_manager(store)}
-    return dg.Definitions(assets=ASSETS, asset_checks=CHECKS, jobs=DATA_JOBS, resources=resources)
+    resources = {
+        "store": store,
+        "codec": codec or CodecResource(),
+        "trainer": trainer or TrainerResource(),
+        "io_manager": io_manager(store),
+        # The training process starts from the repository root, whatever the caller's folder.
+        "pipes_subprocess_client": dg.PipesSubprocessClient(cwd=str(REPO_ROOT)),
+    }
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=JOBS,
+        schedules=[nightly_retraining],
+        sensors=[retrain_on_new_shards],
+        resources=resources,
+    )
 
 
 defs = make_definitions()

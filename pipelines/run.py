@@ -1,9 +1,10 @@
-"""Materialize the data pipeline end to end from the command line (what `make demo` runs).
+"""Materialize the pipeline end to end from the command line (what `make demo` runs).
 
 Same definitions, same instance as `dagster dev`: every run shows up in the UI afterwards.
-Bucketed steps run one run per bucket, `--workers` of them at a time (as a backfill does).
+Bucketed steps run one run per bucket, `--workers` of them at a time (as a backfill does);
+then every stage of the training plan trains on the shards (`--plan none` stops before).
 
-    python -m pipelines.run [--size tiny|small|large] [--workers 2]
+    python -m pipelines.run [--size tiny|small|large] [--workers 2] [--plan tiny|reference|none]
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 
+from pipelines.assets.training import TrainerResource
 from pipelines.definitions import make_definitions
 from pipelines.partitions import BUCKETS
 from pipelines.resources import REPO_ROOT, StoreResource
@@ -34,13 +37,15 @@ def run_job(
     job_name: str,
     asset_config: dict[str, dict] | None = None,
     partition_key: str | None = None,
+    trainer: TrainerResource | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Execute one job (one bucket of it) on the shared instance; fail loudly on failed checks.
 
     `asset_config` maps asset names to their config; entries for assets outside the job
     are left out.
     """
-    job = make_definitions(StoreResource(root=store_root)).resolve_job_def(job_name)
+    definitions = make_definitions(StoreResource(root=store_root), trainer=trainer)
+    job = definitions.resolve_job_def(job_name)
     ops = {
         name: {"config": config}
         for name, config in (asset_config or {}).items()
@@ -76,9 +81,13 @@ def run_buckets(store_root: str, job_name: str, workers: int) -> None:
 
 
 def run_pipeline(
-    store_root: str, workers: int = 2, asset_config: dict[str, dict] | None = None
+    store_root: str,
+    workers: int = 2,
+    asset_config: dict[str, dict] | None = None,
+    trainer: TrainerResource | None = None,
 ) -> dict[str, float]:
-    """Every data job in order; returns each step's wall time in seconds."""
+    """Every data job in order, then training when a `trainer` is given; returns each step's
+    wall time in seconds (training stages, indented, within the training step's)."""
     steps = [
         ("corpora", lambda: run_job(store_root, "corpora_job", asset_config)),
         ("speech", lambda: run_buckets(store_root, "speech_job", workers)),
@@ -86,13 +95,39 @@ def run_pipeline(
         ("codes", lambda: run_buckets(store_root, "codes_job", workers)),
         ("shards + catalog", lambda: run_job(store_root, "shards_job", asset_config)),
     ]
+    if trainer is not None:
+        jobs = [(f"training ({trainer.plan})", "training_job"), ("evaluation", "evaluation_job")]
+        for name, job in jobs:
+            steps.append((name, partial(run_job, store_root, job, trainer=trainer)))
     durations = {}
     for name, step in steps:
         started = time.perf_counter()
         print(f"== {name}", flush=True)
-        step()
+        result = step()
         durations[name] = time.perf_counter() - started
+        durations |= stage_seconds(result)
     return durations
+
+
+def evaluation_table() -> str:
+    """The targets and metrics of the newest evaluation on the instance."""
+    event = instance().get_latest_materialization_event(dg.AssetKey("model_evaluation"))
+    if event is None or event.asset_materialization is None:
+        return "(no evaluation yet)"
+    metadata = event.asset_materialization.metadata
+    return f"{metadata['targets'].value}\n\nall metrics:\n{metadata['metrics'].value}"
+
+
+def stage_seconds(result: dg.ExecuteInProcessResult | None) -> dict[str, float]:
+    """Each training stage's own wall time, from the training assets' metadata."""
+    if result is None:
+        return {}
+    seconds = {}
+    for event in result.get_asset_materialization_events():
+        entry = event.materialization.metadata.get("stage_seconds")
+        if entry is not None:
+            seconds |= {f"  stage {stage}": value for stage, value in entry.value.items()}
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,15 +135,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="small", choices=["tiny", "small", "large"])
     parser.add_argument("--workers", type=int, default=2, help="bucket runs at a time")
     parser.add_argument("--store", default=StoreResource().root, help="the assets_store folder")
+    parser.add_argument("--plan", default="tiny", help="training plan, or `none` for data only")
+    parser.add_argument("--max-steps", type=int, help="cap every training stage (smoke runs)")
     args = parser.parse_args(argv)
     config = {"generated_corpus": {"size": args.size}}
-    durations = run_pipeline(args.store, args.workers, config)
+    trainer = None
+    if args.plan != "none":
+        trainer = TrainerResource(plan=args.plan, max_steps=args.max_steps)
+    durations = run_pipeline(args.store, args.workers, config, trainer)
     print("\nstep durations:")
     for name, seconds in durations.items():
         print(f"  {name:<18} {seconds:7.1f} s")
+    total = sum(seconds for name, seconds in durations.items() if not name.startswith(" "))
+    print(f"  {'total':<18} {total:7.1f} s")
+    if trainer is not None:
+        print(f"\nevaluation of the {trainer.plan} model:\n{evaluation_table()}")
     print(
-        f"\nshards and catalog under {args.store}; browse the runs with "
-        "`make dagster` (http://localhost:3000)"
+        f"\nshards, catalog and checkpoints under {args.store}\n"
+        "  runs and asset metadata: `make dagster`, then http://localhost:3000\n"
+        "  training runs, metrics, dataset inputs: `make mlflow`, then http://localhost:5000"
     )
 
 

@@ -1,16 +1,24 @@
-"""Shared fixtures: espeak-ng speech of templated sentences, and a small fitted offline codec."""
+"""Shared fixtures: espeak-ng speech of templated sentences, a small fitted offline codec,
+and the tiny pipeline (data, then a few training steps) built once per session."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from omni_model.quantization import OfflineCodec
 from omni_model.tts import synthesize
+from pipelines.assets.training import TrainerResource
+from pipelines.run import run_job, run_pipeline
 
 # Sentences are one phrase from each slot: 8^4 = 4,096 of them, every word in the grammar
 # that the codec's quality gate recognises them with.
@@ -64,3 +72,58 @@ def small_codec(speech_corpus: SpeechCorpus) -> OfflineCodec:
     """An offline codec fitted on 12 training sentences (~450 frames: the tiny-corpus path)."""
     clips = [utterance.audio for utterance in speech_corpus.train[:12]]
     return OfflineCodec.fit(clips, progress=False)
+
+
+# The tiny pipeline, built once per session for the pipeline and notebook tests.
+TINY = {
+    "generated_corpus": {"size": "tiny"},
+    "speech_codec": {"fit_minutes": 1.0, "kmeans_iterations": 2},
+}
+GOOD_CLIPS = ("the cat sat on the mat", "two plus two is four")
+
+
+def seeded_local_corpus(root: Path) -> dict:
+    """Two good clips and three bad inputs of each kind the local readers see."""
+    speech = root / "speech"
+    speech.mkdir(parents=True)
+    for index, text in enumerate(GOOD_CLIPS):
+        sf.write(speech / f"good{index}.wav", synthesize(text, "en-us+f3", 160).numpy(), 24_000)
+        (speech / f"good{index}.txt").write_text(text)
+    (speech / "corrupt.wav").write_bytes(b"RIFF\x00\x00not audio at all")
+    (speech / "corrupt.txt").write_text("this clip is broken")
+    sf.write(speech / "orphan.wav", np.zeros(24_000, dtype=np.float32) + 0.1, 24_000)
+    (speech / "empty.txt").write_text("")
+    chat = root / "chat.jsonl"
+    lines = [
+        json.dumps({"instruction": "Say hello.", "output": "Hello there!"}),
+        "{not json",
+        json.dumps({"messages": [{"role": "user", "content": "Hi"}]}),
+    ]
+    chat.write_text("\n".join(lines) + "\n")
+    return {"speech_dirs": [str(speech)], "chat_jsonl": [str(chat)]}
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Iterator[Path]:
+    """The tiny pipeline's store; runs are recorded on a throwaway Dagster instance."""
+    root = tmp_path_factory.mktemp("pipeline")
+    local = seeded_local_corpus(root / "local")
+    config = {**TINY, "local_corpus": local}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        run_pipeline(str(root / "store"), workers=1, asset_config=config)
+        yield root / "store"
+
+
+STEPS = 3  # per stage: enough to log, checkpoint and register, not to learn
+
+
+@pytest.fixture(scope="session")
+def trained(store) -> dict:
+    """The training job over the tiny shards, each stage capped at a few steps."""
+    result = run_job(str(store), "training_job", trainer=TrainerResource(max_steps=STEPS))
+    return {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }

@@ -47,3 +47,20 @@ def test_buckets_and_splits_depend_on_the_id_alone_and_spread():
     assert min(counts) > 2000 / NUM_BUCKETS * 0.8
     validation = sum(split_of(i) == "validation" for i in ids) / len(ids)
     assert 0.03 < validation < 0.07
+
+
+def test_training_follows_the_shards_and_automation_starts_switched_off():
+    graph = defs.resolve_asset_graph()
+    upstream = {
+        name: {key.to_user_string() for key in graph.get(dg.AssetKey(name)).parent_keys}
+        for name in ("thinker_text", "omni_t2a", "omni_a2a", "omni_i2t")
+    }
+    assert "text_shards" in upstream["thinker_text"]
+    assert {"t2a_shards", "thinker_text"} <= upstream["omni_t2a"]
+    assert {"a2a_shards", "omni_t2a"} <= upstream["omni_a2a"]
+    assert {"i2t_shards", "omni_a2a"} <= upstream["omni_i2t"]
+    assert defs.resolve_job_def("training_job") is not None
+    schedule = defs.resolve_schedule_def("nightly_retraining")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    sensor = defs.resolve_sensor_def("retrain_on_new_shards")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED

@@ -6,59 +6,30 @@ import io
 import json
 from pathlib import Path
 
+import dagster as dg
 import duckdb
-import numpy as np
+import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
+from conftest import GOOD_CLIPS, STEPS
+from mlflow import MlflowClient
 from PIL import Image
 
 from omni_model.quantization import load_codec
 from omni_model.text import ChatTokenizer
-from omni_model.tts import synthesize
+from omni_model.training.plans import tiny_plan
 from pipelines.assets.shards import REFERENCE_COLUMNS, SHARD_SCHEMA
-from pipelines.run import run_buckets, run_job, run_pipeline
+from pipelines.automation import SHARD_ASSETS, shard_hashes
+from pipelines.definitions import make_definitions
+from pipelines.resources import StoreResource
+from pipelines.run import run_buckets, run_job
 from pipelines.storage import atomic_path, content_hash, write_parquet
+from pipelines.tracking import use_store
 
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "generated_corpus": {"size": "tiny"},
-    "speech_codec": {"fit_minutes": 1.0, "kmeans_iterations": 2},
-}
-GOOD_CLIPS = ("the cat sat on the mat", "two plus two is four")
-
-
-def seeded_local_corpus(root: Path) -> dict:
-    """Two good clips and three bad inputs of each kind the local readers see."""
-    speech = root / "speech"
-    speech.mkdir(parents=True)
-    for index, text in enumerate(GOOD_CLIPS):
-        sf.write(speech / f"good{index}.wav", synthesize(text, "en-us+f3", 160).numpy(), 24_000)
-        (speech / f"good{index}.txt").write_text(text)
-    (speech / "corrupt.wav").write_bytes(b"RIFF\x00\x00not audio at all")
-    (speech / "corrupt.txt").write_text("this clip is broken")
-    sf.write(speech / "orphan.wav", np.zeros(24_000, dtype=np.float32) + 0.1, 24_000)
-    (speech / "empty.txt").write_text("")
-    chat = root / "chat.jsonl"
-    lines = [
-        json.dumps({"instruction": "Say hello.", "output": "Hello there!"}),
-        "{not json",
-        json.dumps({"messages": [{"role": "user", "content": "Hi"}]}),
-    ]
-    chat.write_text("\n".join(lines) + "\n")
-    return {"speech_dirs": [str(speech)], "chat_jsonl": [str(chat)]}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pipeline")
-    local = seeded_local_corpus(root / "local")
-    config = {**TINY, "local_corpus": local}
-    run_pipeline(str(root / "store"), workers=1, asset_config=config)
-    return root / "store"
 
 
 def shard_rows(store: Path, task: str) -> list[dict]:
@@ -155,3 +126,96 @@ def test_a_write_killed_midway_leaves_the_old_file_and_no_partial_one(tmp_path):
         raise KeyboardInterrupt
     assert pq.read_table(path)["x"].to_pylist() == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_training_assets_report_their_mlflow_runs_and_checkpoints(store, trained):
+    assert set(trained) == {"thinker_text", "omni_t2a", "omni_a2a", "omni_i2t"}
+    for name, metadata in trained.items():
+        checkpoint = Path(metadata["checkpoint"].value)
+        assert checkpoint.is_relative_to(store / "training" / "tiny"), name
+        lineage = json.loads((checkpoint / "lineage.json").read_text())
+        assert lineage["mlflow_run_id"] == metadata["mlflow_run_id"].value
+        assert metadata["final_loss"].value > 0
+    assert trained["omni_a2a"]["checkpoint"].value.endswith("a2a/final")
+    assert trained["omni_i2t"]["model_version"].value == 1
+
+
+def test_mlflow_holds_one_plan_run_with_a_nested_run_per_stage(store, trained):
+    use_store(store)
+    client = MlflowClient()
+    (parent,) = mlflow.search_runs(filter_string="tags.role = 'plan'", output_format="list")
+    stages = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", output_format="list"
+    )
+    assert sorted(run.data.tags["stage"] for run in stages) == sorted(tiny_plan().stage_names)
+    for run in stages:
+        stage = tiny_plan().stage(run.data.tags["stage"])
+        assert run.data.params["plan"] == "tiny"
+        assert int(run.data.params["config.thinker.hidden"]) > 0
+        history = client.get_metric_history(run.info.run_id, "loss")
+        assert [point.step for point in history] == list(range(1, STEPS + 1))
+        assert {f"audio_loss_cb{i}" for i in range(8)} <= set(run.data.metrics)
+        inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+        task_shards = sorted((store / "shards" / stage.task).glob("*.parquet"))
+        assert inputs == {f"{stage.task}_shards": content_hash(task_shards)}
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert "checkpoint/model.safetensors" in artifacts
+    (version,) = client.search_model_versions("name = 'tiny-omni-tiny'")
+    i2t = next(run for run in stages if run.data.tags["stage"] == "i2t")
+    assert version.run_id == i2t.info.run_id
+
+
+def test_retraining_sensor_fires_once_per_change_of_shard_content(store, trained):
+    definitions = make_definitions(StoreResource(root=str(store)))
+    sensor = definitions.resolve_sensor_def("retrain_on_new_shards")
+    instance = dg.DagsterInstance.get()
+    first = sensor(dg.build_sensor_context(instance=instance, definitions=definitions))
+    assert isinstance(first, dg.RunRequest)
+    assert set(first.tags["changed_shards"].split(",")) == set(SHARD_ASSETS)
+    cursor = shard_hashes(instance)
+    again = sensor(dg.build_sensor_context(instance=instance, cursor=json.dumps(cursor)))
+    assert isinstance(again, dg.SkipReason)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("t2a_shards", metadata={"content_hash": "changed"})
+    )
+    changed = sensor(dg.build_sensor_context(instance=instance, cursor=json.dumps(cursor)))
+    assert changed.tags["changed_shards"] == "t2a_shards"
+
+
+def test_variant_sweep_compares_each_variant_from_mlflow(store, trained):
+    sweep = {
+        "talker_widths": [64, 96],
+        "moe": [False],
+        "stages": ["text", "t2a"],
+        "max_steps": 2,
+        "eval_probes": 1,
+    }
+    result = run_job(str(store), "variant_sweep_job", {"variant_comparison": sweep})
+    (event,) = result.get_asset_materialization_events()
+    table = pq.read_table(event.materialization.metadata["path"].value).to_pylist()
+    assert [row["variant"] for row in table] == ["tiny-talker64", "tiny-talker96"]
+    assert [row["talker_hidden"] for row in table] == ["64", "96"]
+    assert int(table[0]["trainable_parameters"]) < int(table[1]["trainable_parameters"])
+    assert all(row["final_audio_loss"] > 0 for row in table)
+    assert all(0.0 <= row["eval/t2a/exact_match"] <= 1.0 for row in table)
+
+
+def test_evaluation_logs_to_the_checkpoints_run_and_writes_the_report(store, trained):
+    config = {"model_evaluation": {"probes_per_task": 2, "held_out_per_task": 1}}
+    result = run_job(str(store), "evaluation_job", config)
+    evaluated = result.output_for_node("model_evaluation")
+    assert evaluated.mlflow_run_id == trained["omni_i2t"]["mlflow_run_id"].value
+    for task in ("t2a", "a2a", "i2t"):
+        assert 0.0 <= evaluated.metrics[f"{task}/exact_match"] <= 1.0
+        assert evaluated.metrics[f"{task}/items"] >= 2
+    items = pq.read_table(evaluated.items_path).to_pylist()
+    assert len(items) == sum(evaluated.metrics[f"{t}/items"] for t in ("t2a", "a2a", "i2t"))
+    use_store(store)
+    logged = mlflow.get_run(evaluated.mlflow_run_id).data.metrics
+    assert logged["eval/t2a/exact_match"] == evaluated.metrics["t2a/exact_match"]
+    report = Path(result.output_for_node("evaluation_report"))
+    for name in ("loss_curves.png", "cer_by_length.png", "similarity_by_voice.png"):
+        assert (report.parent / name).stat().st_size > 1000, name
+    assert "<h2>Metrics</h2>" in report.read_text()
+    artifacts = MlflowClient().list_artifacts(evaluated.mlflow_run_id, "evaluation/report")
+    assert {a.path.rsplit("/", 1)[-1] for a in artifacts} >= {"report.html", "report.md"}
