@@ -150,9 +150,10 @@ def tiny_plan() -> Plan:
     Changes from the reference recipe, each measured on the offline `small` corpus. A model
     this small forgets: after 200 I2T steps its T2A text exact match fell from 33% to 0%,
     so later stages mix in the earlier tasks' rows. It also generalises from few rows: the
-    text stage reads T2A conversations too (text validation loss 0.52 instead of 0.71). And a frozen tiny Thinker cannot learn to read images through its projector
-    alone (I2T validation loss stays at 4.6, against 1.2 with everything trained), so I2T
-    trains everything, with the other tasks mixed in.
+    text stage reads T2A conversations too (text validation loss 0.52 instead of 0.71). And a
+    frozen tiny Thinker cannot learn to read images through its projector alone (I2T
+    validation loss stays at 4.6, against 1.2 with everything trained), so I2T trains
+    everything, with the other tasks mixed in.
     """
     common = {"warmup_steps": 20, "checkpoint_every": 100, "eval_batches": 4}
     return Plan(
