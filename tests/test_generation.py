@@ -13,7 +13,7 @@ from omni_model.generation import (
     TextToken,
     generate_stream,
     penalize_repeats,
-    sample_token,
+    sample,
 )
 from omni_model.models import OmniOutput
 from omni_model.text.special_tokens import IM_END_ID
@@ -122,11 +122,23 @@ def test_real_model_streams_valid_frames_until_max_steps():
 
 def test_sampling_helpers():
     logits = torch.tensor([0.0, 3.0, 2.9, -1.0])
-    assert sample_token(logits, temperature=0.0) == 1
+    assert int(sample(logits, temperature=0.0)) == 1
     generator = torch.Generator().manual_seed(0)
-    draws = {sample_token(logits, 1.0, top_p=0.9, generator=generator) for _ in range(60)}
+    draws = {int(sample(logits, 1.0, top_p=0.9, generator=generator)) for _ in range(60)}
     assert draws == {1, 2}  # 0 and 3 lie outside the 90% nucleus
-    draws = {sample_token(logits, 5.0, top_k=1, generator=generator) for _ in range(20)}
+    draws = {int(sample(logits, 5.0, top_k=1, generator=generator)) for _ in range(20)}
     assert draws == {1}
-    penalized = penalize_repeats(logits, [1, 3], 2.0)
-    torch.testing.assert_close(penalized, torch.tensor([0.0, 1.5, 2.9, -2.0]))
+    penalized = penalize_repeats(logits[None], [[1, 3]], 2.0)
+    torch.testing.assert_close(penalized, torch.tensor([[0.0, 1.5, 2.9, -2.0]]))
+
+
+def test_batched_sampling_keeps_each_row_to_its_own_nucleus_and_history():
+    rows = torch.tensor([[0.0, 4.0, 3.9, -1.0, -2.0], [5.0, -1.0, 0.0, 4.9, 1.0]])
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample(rows, 1.0, top_k=2, generator=generator) for _ in range(80)])
+    assert draws.shape == (80, 2)
+    assert set(draws[:, 0].tolist()) == {1, 2} and set(draws[:, 1].tolist()) == {0, 3}
+    assert sample(rows, 0.0).tolist() == [1, 0]
+    penalized = penalize_repeats(rows, [[1], []], 2.0)  # row 0 loses its best, row 1 untouched
+    assert sample(penalized, 0.0).tolist() == [2, 0]
+    torch.testing.assert_close(penalized[1], rows[1])

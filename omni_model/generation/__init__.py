@@ -1,6 +1,6 @@
 """Streaming generation of text tokens and complete audio frames."""
 
-from omni_model.generation.sampling import penalize_repeats, sample_token
+from omni_model.generation.sampling import penalize_repeats, sample
 from omni_model.generation.stream import AudioFrame, SamplingSettings, TextToken, generate_stream
 
 __all__ = [
@@ -9,5 +9,5 @@ __all__ = [
     "TextToken",
     "generate_stream",
     "penalize_repeats",
-    "sample_token",
+    "sample",
 ]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from omni_model.config import AUDIO_PAD_ID, AUDIO_STOP_ID, CODEBOOK_SIZE
-from omni_model.generation.sampling import penalize_repeats, sample_token
+from omni_model.generation.sampling import penalize_repeats, sample
 from omni_model.models import OmniModel
 from omni_model.text.special_tokens import IM_END_ID, SPECIAL_TOKENS, TEXT_PAD_ID
 
@@ -68,6 +68,12 @@ def generate_stream(
     # ask for audio/image features that do not exist, a pad or header would break the format.
     text_mask = torch.zeros(output.text_logits.shape[-1], device=device)
     text_mask[[i for i in range(len(SPECIAL_TOKENS)) if i != IM_END_ID]] = float("-inf")
+    # Codebooks sample from 0..2047; only codebook 0 may also pick the stop id (speech ends).
+    audio_mask = torch.full(
+        (num_codebooks, output.audio_logits.shape[-1]), float("-inf"), device=device
+    )
+    audio_mask[:, :CODEBOOK_SIZE] = 0.0  # (8, audio vocab)
+    audio_mask[0, AUDIO_STOP_ID] = 0.0
     codes: list[list[int]] = [[] for _ in range(num_codebooks)]  # emitted codes per codebook
     stop_step: list[int | None] = [None] * num_codebooks
     text_done = False
@@ -77,19 +83,24 @@ def generate_stream(
         column = torch.full((num_codebooks + 1,), AUDIO_PAD_ID, dtype=torch.long)
         column[-1] = TEXT_PAD_ID
         if not text_done:
-            token = sample_token(
-                text_logits + text_mask,
-                settings.text_temperature,
-                settings.text_top_p,
-                generator=generator,
+            token = int(
+                sample(
+                    text_logits + text_mask,
+                    settings.text_temperature,
+                    settings.text_top_p,
+                    generator=generator,
+                )
             )
             text_done = token == IM_END_ID
             column[-1] = token
             yield TextToken(token, step, text_done)
+        sampled = _sample_codes(audio_logits + audio_mask, codes, settings, generator).tolist()
         for k in range(num_codebooks):
             if step < k + 1 or stop_step[k] is not None:
                 continue
-            code = _next_code(audio_logits[k], k, step, codes[k], stop_step, settings, generator)
+            # Codebook k stops the step after k - 1 did, so every frame has all 8 codes.
+            forced_stop = k > 0 and stop_step[k - 1] == step - 1
+            code = AUDIO_STOP_ID if forced_stop else sampled[k]
             column[k] = code
             if code == AUDIO_STOP_ID:
                 stop_step[k] = step
@@ -104,27 +115,17 @@ def generate_stream(
         output = model(column.view(1, -1, 1).to(device), speaker=speaker, cache=cache)
 
 
-def _next_code(
+def _sample_codes(
     logits: torch.Tensor,
-    k: int,
-    step: int,
-    history: list[int],
-    stop_step: list[int | None],
+    history: list[list[int]],
     settings: SamplingSettings,
     generator: torch.Generator | None,
-) -> int:
-    """Codebook k's code at `step`: forced stop right after k-1 stopped, else a sampled code."""
-    if k > 0 and stop_step[k - 1] == step - 1:
-        return AUDIO_STOP_ID
-    allowed = torch.full_like(logits, float("-inf"))
-    allowed[:CODEBOOK_SIZE] = 0.0
-    if k == 0:
-        allowed[AUDIO_STOP_ID] = 0.0  # only codebook 0 decides when speech ends
-    logits = penalize_repeats(
-        logits, history[-settings.repetition_window :], settings.audio_repetition_penalty
-    )
-    return sample_token(
-        logits + allowed,
+) -> torch.Tensor:
+    """logits: (8, audio vocab), already masked -> one candidate code per codebook (8,)."""
+    recent = [codes[-settings.repetition_window :] for codes in history]
+    logits = penalize_repeats(logits, recent, settings.audio_repetition_penalty)
+    return sample(
+        logits,
         settings.audio_temperature,
         top_k=settings.audio_top_k,
         generator=generator,
