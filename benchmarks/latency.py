@@ -10,11 +10,13 @@ For each preset (random weights: the same computation as trained ones) and each 
 
 Batch-1 decoding is memory-bound: a step reads every weight once. The benchmark measures
 memory bandwidth in the same process (a large tensor copy) and prints the floor = bytes of
-weights one step reads / bandwidth. Judged for `reference`: per step <= 1.3x the floor,
-first audio <= 0.45 s, real-time factor <= 0.6. The random Talker's codebook-0 stop logit is
-pushed down so every reply runs its full length. With --bf16 each preset is measured again
-with bfloat16 weights, reported separately (it may go below the fp32 floor). Other processes
-inflate every time here: the 1-minute load average is recorded.
+weights one step reads / bandwidth. Beside it, the matvec floor: the same bytes at the speed
+torch's batch-1 matrix-vector product reads weights here (a plain `linear` on one large
+matrix), the most a step can reach without faster kernels. Judged for `reference`: per step
+<= 1.3x the floor, first audio <= 0.45 s, real-time factor <= 0.6. The random Talker's
+codebook-0 stop logit is pushed down so every reply runs its full length. With --bf16 each
+preset is measured again with bfloat16 weights, reported separately (it may go below the
+fp32 floor). Other processes inflate every time here: the 1-minute load average is recorded.
 
     python benchmarks/latency.py [--presets reference tiny] [--codecs mimi offline] [--bf16]
 """
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import best_time, memory_bandwidth
+from common import best_time, matvec_bandwidth, memory_bandwidth
 from torch import nn
 
 from omni_model import OmniModel, make_config
@@ -160,15 +162,23 @@ def measure_preset(
     model = random_model(preset).to(dtype)
     weights = step_weight_bytes(model)
     floor = weights / setup.bandwidth
+    matvec_floor = weights / matvec_bandwidth(dtype)
     times = generation_times(model, setup.steps, setup.repeats)
     row = {"weights_mb": weights / 1e6, "floor_ms": 1e3 * floor, **times}
+    row["matvec_floor_ms"] = 1e3 * matvec_floor
     row["step_over_floor"] = times["step_s"] / floor
+    row["step_over_matvec_floor"] = times["step_s"] / matvec_floor
     print(
         f"{preset} ({str(dtype).removeprefix('torch.')}): {weights / 1e6:.0f} MB of weights per "
         f"step -> floor {1e3 * floor:.1f} ms; prefill ({PROMPT_TOKENS} tokens) "
         f"{1e3 * times['prefill_s']:.1f} ms; step {1e3 * times['step_s']:.1f} ms = "
         f"{row['step_over_floor']:.2f}x the floor (model call {1e3 * times['forward_s']:.1f} ms, "
         f"sampling and the rest {1e3 * (times['step_s'] - times['forward_s']):.1f} ms)"
+    )
+    print(
+        f"  torch's matrix-vector kernels read {weights / matvec_floor / 1e9:.1f} GB/s here: "
+        f"those bytes take {1e3 * matvec_floor:.1f} ms, step = "
+        f"{row['step_over_matvec_floor']:.2f}x that"
     )
     if fp32_floor is not None:
         row["step_over_fp32_floor"] = times["step_s"] / fp32_floor

@@ -51,8 +51,13 @@ def run_job(
         for name, config in (asset_config or {}).items()
         if name in job.graph.node_dict
     }
+    # The console shows INFO and up (training progress, checks); every DEBUG event is
+    # still in the run's event log in `dagster dev`.
+    loggers = {"console": {"config": {"log_level": os.environ.get("OMNI_LOG_LEVEL", "INFO")}}}
     result = job.execute_in_process(
-        run_config={"ops": ops}, instance=instance(), partition_key=partition_key
+        run_config={"ops": ops, "loggers": loggers},
+        instance=instance(),
+        partition_key=partition_key,
     )
     if not result.success:
         raise SystemExit(f"{job_name} ({partition_key or 'all'}) failed: see `dagster dev`")

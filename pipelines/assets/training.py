@@ -10,6 +10,7 @@ so one launchpad setting covers every stage of a run.
 import dataclasses
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +22,26 @@ from pipelines.launch_training import TrainingRequest
 from pipelines.resources import StoreResource
 
 LAUNCH_COMMAND = [sys.executable, "-m", "pipelines.launch_training"]
+
+
+def launch(
+    client: dg.PipesSubprocessClient,
+    context: dg.AssetExecutionContext,
+    request: TrainingRequest,
+    report_materialization: bool = True,
+) -> dg.PipesClientCompletedInvocation:
+    """Train `request` in a pipes subprocess; its logs stream into the run. Without
+    `report_materialization` the process reports its summary as a custom message instead."""
+    extras = {
+        "request": dataclasses.asdict(request),
+        "report_materialization": report_materialization,
+    }
+    with warnings.catch_warnings():
+        # Dagster's pipes plumbing warns about its own preview/deprecated internals on every
+        # launch: nothing a user of these assets can act on.
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
+        return client.run(context=context, command=LAUNCH_COMMAND, extras=extras)
 
 
 class TrainerResource(dg.ConfigurableResource):
@@ -106,11 +127,7 @@ def training_asset(name: str, stages: list[str], task: str, after: str | None, d
         request = trainer.request(
             store, context.run.run_id, stages, chat_tokenizer, [*shards.values()]
         )
-        invocation = pipes_subprocess_client.run(
-            context=context,
-            command=LAUNCH_COMMAND,
-            extras={"request": dataclasses.asdict(request)},
-        )
+        invocation = launch(pipes_subprocess_client, context, request)
         return invocation.get_materialize_result()
 
     return train

@@ -22,7 +22,7 @@ from pipelines.assets.common import preview_table
 from pipelines.assets.evaluation import log_evaluation
 from pipelines.assets.shards import ShardSet
 from pipelines.assets.text import TokenizerFile
-from pipelines.assets.training import LAUNCH_COMMAND, TrainerResource
+from pipelines.assets.training import TrainerResource, launch
 from pipelines.resources import CodecResource, StoreResource
 from pipelines.sources.probes import t2a_probes
 from pipelines.storage import write_parquet
@@ -119,11 +119,7 @@ def variant_comparison(
                 tags=request.tags | {"sweep_id": sweep_id, "variant": variant},
             )
             context.log.info(f"sweep: training {variant} ({', '.join(config.stages)})")
-            pipes_subprocess_client.run(
-                context=context,
-                command=LAUNCH_COMMAND,
-                extras={"request": dataclasses.asdict(request), "report_materialization": False},
-            )
+            launch(pipes_subprocess_client, context, request, report_materialization=False)
             if probes:
                 use_store(store.path())
                 checkpoint = Path(request.out, config.stages[-1], "final")
