@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from omni_model.cli import chat, codec, demo, info, params, serve, train, voices
+from omni_model.cli import chat, codec, info, params, serve, train, voices
 
-COMMANDS = (params, codec, demo, train, chat, voices, info, serve)
+COMMANDS = (params, codec, train, chat, voices, info, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
