@@ -1,5 +1,6 @@
 """Streaming generation: frame timing, stop handling, and agreement with the training layout."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import torch
@@ -19,7 +20,11 @@ from omni_model.models import OmniOutput
 from omni_model.text.special_tokens import IM_END_ID
 from omni_model.text.tokenizer import TokenizedConversation
 
-GREEDY = SamplingSettings(text_temperature=0.0, audio_temperature=0.0, max_steps=100)
+# The scripted model replays training layouts of any lengths, also speech shorter than text,
+# so the rule that speech outlasts the text (true of real samples) is off here.
+GREEDY = SamplingSettings(
+    text_temperature=0.0, audio_temperature=0.0, max_steps=100, speech_outlasts_text=False
+)
 
 
 class ScriptedModel:
@@ -58,12 +63,12 @@ class ScriptedModel:
         return OmniOutput(text_logits, audio_logits, torch.zeros(()))
 
 
-def run_scripted(text_length: int, frames: int):
+def run_scripted(text_length: int, frames: int, settings: SamplingSettings = GREEDY):
     prompt_ids = list(range(30, 40))
     text = list(range(100, 100 + text_length))
     answer = torch.randint(0, 2048, (8, frames), generator=torch.Generator().manual_seed(frames))
     model = ScriptedModel(len(prompt_ids), text, answer)
-    events = list(generate_stream(model, build_prompt(prompt_ids), settings=GREEDY))
+    events = list(generate_stream(model, build_prompt(prompt_ids), settings=settings))
     return model, prompt_ids, text, answer, events
 
 
@@ -97,6 +102,16 @@ def test_text_longer_than_speech_keeps_going_until_text_ends():
     assert [e.token_id for e in events if isinstance(e, TextToken)][-1] == IM_END_ID
     assert sum(isinstance(e, AudioFrame) for e in events) == 2
     assert len(model.fed) == 1 + 20
+
+
+def test_by_default_speech_may_not_end_before_the_text():
+    settings = dataclasses.replace(GREEDY, speech_outlasts_text=True)
+    _, _, _, _, events = run_scripted(text_length=20, frames=2, settings=settings)
+    end_step = next(e.step for e in events if isinstance(e, TextToken) and e.is_end)
+    frames = [e for e in events if isinstance(e, AudioFrame)]
+    # Codebook 0 speaks from step 1 on and may stop only at the text's end step.
+    assert end_step == 20 and len(frames) == end_step - 1
+    assert [f.index for f in frames] == list(range(end_step - 1))
 
 
 def test_real_model_streams_valid_frames_until_max_steps():

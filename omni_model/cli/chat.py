@@ -138,9 +138,10 @@ def reply(chat: OmniChat, out: Path, player, **turn) -> dict:
                 first_audio = event.seconds if first_audio is None else first_audio
             elif isinstance(event, ReplyDone):
                 done = event
+    print()  # ends the reply's line on stdout
     seconds = wav.samples / chat.codec.sample_rate
     print(
-        f"\n[{done.frames} frames, {seconds:.2f} s of audio -> {out}; "
+        f"[{done.frames} frames, {seconds:.2f} s of audio -> {out}; "
         f"first audio after {first_audio or 0:.2f} s, reply in {done.seconds:.2f} s]",
         file=sys.stderr,
     )

@@ -30,6 +30,9 @@ class SamplingSettings:
     audio_repetition_penalty: float = 1.1
     repetition_window: int = 3
     max_steps: int = 400
+    # Speech is slower than text (12.5 frames/s against a few tokens/s), so in every
+    # training sample the audio ends after the reply text: codebook 0 may not stop before.
+    speech_outlasts_text: bool = True
 
 
 @dataclass
@@ -94,7 +97,10 @@ def generate_stream(
             text_done = token == IM_END_ID
             column[-1] = token
             yield TextToken(token, step, text_done)
-        sampled = _sample_codes(audio_logits + audio_mask, codes, settings, generator).tolist()
+        audio_logits = audio_logits + audio_mask
+        if settings.speech_outlasts_text and not text_done:
+            audio_logits[0, AUDIO_STOP_ID] = float("-inf")
+        sampled = _sample_codes(audio_logits, codes, settings, generator).tolist()
         for k in range(num_codebooks):
             if step < k + 1 or stop_step[k] is not None:
                 continue
