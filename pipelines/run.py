@@ -4,7 +4,7 @@ Same definitions, same instance as `dagster dev`: every run shows up in the UI a
 Bucketed steps run one run per bucket, `--workers` of them at a time (as a backfill does);
 then every stage of the training plan trains on the shards (`--plan none` stops before).
 
-    python -m pipelines.run [--size tiny|small|large] [--workers 2] [--plan tiny|reference|none]
+    python -m pipelines.run [--size tiny|small|large] [--workers N] [--plan tiny|reference|none]
 """
 
 from __future__ import annotations
@@ -85,9 +85,16 @@ def run_buckets(store_root: str, job_name: str, workers: int) -> None:
         list(pool.map(run_bucket, [store_root] * len(keys), [job_name] * len(keys), keys))
 
 
+def default_workers() -> int:
+    """One bucket run per 4 cores: each run's torch already keeps 2 or more threads busy, and
+    a worker process pays seconds of imports. On 2 cores one at a time is fastest
+    (`benchmarks/pipeline.py`, size small: 38 s serial against 53 s with two)."""
+    return max(1, (os.cpu_count() or 1) // 4)
+
+
 def run_pipeline(
     store_root: str,
-    workers: int = 2,
+    workers: int = 1,
     asset_config: dict[str, dict] | None = None,
     trainer: TrainerResource | None = None,
 ) -> dict[str, float]:
@@ -138,7 +145,12 @@ def stage_seconds(result: dg.ExecuteInProcessResult | None) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="small", choices=["tiny", "small", "large"])
-    parser.add_argument("--workers", type=int, default=2, help="bucket runs at a time")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="bucket runs at a time (default: one per 4 cores)",
+    )
     parser.add_argument("--store", default=StoreResource().root, help="the assets_store folder")
     parser.add_argument("--plan", default="tiny", help="training plan, or `none` for data only")
     parser.add_argument("--max-steps", type=int, help="cap every training stage (smoke runs)")
