@@ -19,6 +19,8 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
+from omni_model.errors import LabelledError
+
 # Peak below one 16-bit step: nothing but digital silence (or dither-free near-silence).
 SILENCE_PEAK = 2.0**-15
 # WAV writers that stream (espeak-ng --stdout, pipes) store a placeholder data size.
@@ -28,13 +30,8 @@ WAV_PLACEHOLDER_MIN = 0x7FFF0000
 MIN_SAMPLE_RATE = 4_000
 
 
-class AudioError(ValueError):
+class AudioError(LabelledError):
     """An audio input that cannot be used; the message names the input and the reason."""
-
-    def __init__(self, label: str, reason: str):
-        super().__init__(f"{label}: {reason}")
-        self.label = label
-        self.reason = reason
 
 
 def load_audio(

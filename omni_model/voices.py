@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from omni_model.audio_io import load_audio
+from omni_model.errors import LabelledError
 from omni_model.quantization.base import CODEBOOK_SIZE, NUM_CODEBOOKS, Codec
 
 if TYPE_CHECKING:
@@ -29,13 +30,8 @@ FORMAT_VERSION = 1
 REFERENCE_SECONDS = 3.0
 
 
-class VoiceError(ValueError):
+class VoiceError(LabelledError):
     """A voice that cannot be used; the message names the voice (or its file) and the reason."""
-
-    def __init__(self, label: str, reason: str):
-        super().__init__(f"{label}: {reason}")
-        self.label = label
-        self.reason = reason
 
 
 @dataclass(eq=False)

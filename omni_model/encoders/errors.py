@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+from omni_model.errors import LabelledError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(LabelledError):
     """A model name or checkpoint that cannot be loaded; the message names it and the reason."""
-
-    def __init__(self, label: str, reason: str):
-        super().__init__(f"{label}: {reason}")
-        self.label = label
-        self.reason = reason

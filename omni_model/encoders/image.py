@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from omni_model.encoders.errors import CheckpointError
+from omni_model.errors import LabelledError
 
 IMAGE_SIZE = 256
 PATCH_SIZE = 32
@@ -39,13 +40,8 @@ SUPPORTED_MODES = frozenset({"1", "L", "P", "LA", "PA", "RGB", "RGBA", "RGBX", "
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as Hugging Face repo ids are
 
 
-class ImageError(ValueError):
+class ImageError(LabelledError):
     """An image input that cannot be used; the message names the input and the reason."""
-
-    def __init__(self, label: str, reason: str):
-        super().__init__(f"{label}: {reason}")
-        self.label = label
-        self.reason = reason
 
 
 def load_image(

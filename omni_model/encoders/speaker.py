@@ -16,18 +16,14 @@ from resemblyzer.hparams import audio_norm_target_dBFS, model_embedding_size, sa
 from torch.nn import functional as F
 
 from omni_model.audio_io import SILENCE_PEAK, resample
+from omni_model.errors import LabelledError
 
 MIN_SECONDS = 0.5  # shorter clips are mostly padding inside resemblyzer's 1.6 s windows
 MIN_VOICED_SECONDS = 0.5  # speech resemblyzer's VAD must find: a vector of hiss is no voice
 
 
-class SpeakerError(ValueError):
+class SpeakerError(LabelledError):
     """A clip that has no voice to embed; the message names the clip and the reason."""
-
-    def __init__(self, label: str, reason: str):
-        super().__init__(f"{label}: {reason}")
-        self.label = label
-        self.reason = reason
 
 
 class SpeakerEncoder:

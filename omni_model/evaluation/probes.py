@@ -10,19 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from omni_model.errors import LabelledError
 from omni_model.text.tokenizer import IMAGE_MARKER
 
 PROBE_TASKS = ("t2a", "a2a", "i2t")
 SPOKEN_TASKS = ("t2a", "a2a")  # tasks trained with answer speech (and a voice prompt)
 
 
-class ProbeError(ValueError):
+class ProbeError(LabelledError):
     """An item that cannot be asked; the message names the item and the reason."""
-
-    def __init__(self, label: str, reason: str):
-        super().__init__(f"{label}: {reason}")
-        self.label = label
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from omni_model.data.sample import (
 )
 from omni_model.encoders.audio import SAMPLE_RATE, feature_frames
 from omni_model.encoders.image import ImageError, load_image, preprocess
+from omni_model.errors import LabelledError
 from omni_model.text.special_tokens import TEXT_PAD_ID
 from omni_model.text.tokenizer import IMAGE_MARKER, ChatTokenizer, TokenizedConversation
 from omni_model.training.augment import AugmentSettings, augment_speech
@@ -76,13 +77,8 @@ COLUMNS = (
 GROUP_CACHE = 8  # row groups each loader process keeps decoded
 
 
-class InputError(ValueError):
+class InputError(LabelledError):
     """A training input that cannot be used; the message names the file(s) and the reason."""
-
-    def __init__(self, label: str, reason: str):
-        super().__init__(f"{label}: {reason}")
-        self.label = label
-        self.reason = reason
 
 
 class ShardError(InputError):
