@@ -163,6 +163,31 @@ def test_spoken_question_and_image_fill_their_placeholders(loaded):
     assert done.frames == len(chunks) > 0
 
 
+def test_bf16_weights_take_fp32_features_and_agree_with_fp32_logits(loaded, store):
+    half = load(store.checkpoint, store=store.root, codec=store.codec, dtype=torch.bfloat16)
+    assert {p.dtype for p in half.trained.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in half.trained.image_encoder.parameters()} == {torch.float32}
+    audio = torch.from_numpy(speech16k("How many circles are there?"))
+    image = Image.new("RGB", (80, 60), "red")
+    logits = []
+    for model in (loaded, half):
+        chat = model.chat(voice=model.voice(VOICE_NAMES[0]), settings=SETTINGS, seed=0)
+        prompt = chat.prompt([chat.user_turn("Look:", audio=audio, image=image)])
+        with torch.no_grad():
+            output = model.trained.model(
+                prompt.streams[None], prompt.audio_features, prompt.image_features,
+                prompt.speaker[None],
+            )  # fmt: skip
+        logits.append(output.text_logits[0, -1].float())
+    # bf16 keeps 8 bits of mantissa: logits off by a small share of their spread.
+    error = (logits[1] - logits[0]).abs().max() / logits[0].std()
+    assert error < 0.1
+    chat = half.chat(voice=half.voice(VOICE_NAMES[0]), settings=SETTINGS, seed=0)
+    _, chunks, (done,) = split(chat.reply("Look:", audio=audio, sample_rate=16_000, image=image))
+    assert done.frames == len(chunks) > 0
+    assert all(c.samples.dtype == torch.float32 and c.samples.isfinite().all() for c in chunks)
+
+
 def test_bad_inputs_fail_before_generation_naming_the_problem(loaded, tmp_path):
     chat = loaded.chat(settings=SETTINGS)
     broken = tmp_path / "broken.wav"

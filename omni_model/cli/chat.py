@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from omni_model.generation import SamplingSettings
 from omni_model.inference import AudioChunk, OmniChat, ReplyDone, TextDelta
 from omni_model.inference.loading import DEFAULT_STORE, Loaded, load
@@ -42,6 +44,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-download", action="store_true", help="mimi: fetch the released weights if needed"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 weights: about half the time per step on CPUs with bf16 support",
+    )
 
 
 def load_from_args(args: argparse.Namespace) -> Loaded:
@@ -54,6 +61,7 @@ def load_from_args(args: argparse.Namespace) -> Loaded:
         codec_kind=args.codec,
         allow_download=args.allow_download,
         device=args.device,
+        dtype=torch.bfloat16 if getattr(args, "bf16", False) else None,
     )
 
 

@@ -93,6 +93,7 @@ class Talker(nn.Module):
         embedded = self.embedding(audio_ids)  # (B, T, hidden)
         if speaker is not None:
             slot = (audio_ids[:, 0] == SPEAKER_MARKER_ID).unsqueeze(-1)  # (B, T, 1)
+            speaker = speaker.to(self.speaker_proj.weight.dtype)
             speaker_embedding = self.speaker_proj(speaker).unsqueeze(1)  # (B, 1, hidden)
             embedded = torch.where(slot, speaker_embedding.to(embedded.dtype), embedded)
         return embedded
