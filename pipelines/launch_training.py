@@ -42,6 +42,10 @@ class TrainingRequest:
     plan: str = "tiny"
     talker_hidden: int | None = None
     moe: bool = False
+    audio_encoder: str | None = None  # None: the plan's
+    whisper_model: str | None = None
+    image_encoder: str | None = None
+    siglip_model: str | None = None
     max_steps: int | None = None
     device: str | None = None
     resume: bool = False
@@ -51,10 +55,14 @@ class TrainingRequest:
     tags: dict[str, str] = field(default_factory=dict)
 
     def plan_variant(self) -> Plan:
-        plan = get_plan(self.plan)
-        if self.talker_hidden or self.moe:
-            plan = plan.variant(talker_hidden=self.talker_hidden, moe=self.moe)
-        return plan
+        return get_plan(self.plan).variant(
+            self.talker_hidden,
+            self.moe,
+            self.audio_encoder,
+            self.whisper_model,
+            self.image_encoder,
+            self.siglip_model,
+        )
 
 
 class PipesProgress(Callback):

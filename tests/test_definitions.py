@@ -6,8 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.assets.text import TokenizerFile
+from pipelines.assets.training import TrainerResource
 from pipelines.definitions import defs
 from pipelines.partitions import BUCKETS, NUM_BUCKETS, bucket_of, split_of
+from pipelines.resources import StoreResource
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,3 +67,16 @@ def test_training_follows_the_shards_and_automation_starts_switched_off():
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     sensor = defs.resolve_sensor_def("retrain_on_new_shards")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_trainer_config_names_the_variant_and_reaches_the_launched_plan(tmp_path):
+    trainer = TrainerResource(talker_hidden=512, audio_encoder="whisper", whisper_model="/m/b.pt")
+    assert trainer.variant_name() == "tiny-talker512-whisper"
+    assert TrainerResource(image_encoder="patch").variant_name() == "tiny"
+    tokenizer = TokenizerFile(str(tmp_path / "tokenizer.json"), "tok-1", 400)
+    request = trainer.request(StoreResource(root=str(tmp_path)), "run-1", ["t2a"], tokenizer, [])
+    assert request.out.endswith("training/tiny-talker512-whisper")
+    plan = request.plan_variant()  # what the launched process trains
+    assert (plan.talker_hidden, plan.moe) == (512, False)
+    assert (plan.encoders.audio, plan.encoders.whisper_model) == ("whisper", "/m/b.pt")
+    assert plan.encoders.image == "patch"

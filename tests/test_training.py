@@ -416,14 +416,17 @@ def test_compiled_and_plain_models_load_each_others_checkpoints(tmp_path):
     load_weights(tiny_model(), tmp_path / "from_plain")
 
 
-def test_frozen_whisper_weights_are_neither_saved_nor_expected(tmp_path):
+def tiny_whisper(path) -> str:
+    """A random-weight Whisper of width 32 saved in Whisper's own checkpoint format."""
     whisper_model = pytest.importorskip("whisper.model")
     dims = whisper_model.ModelDimensions(80, 16, 32, 2, 2, 64, 8, 32, 2, 1)
-    torch.save(
-        {"dims": vars(dims), "model_state_dict": whisper_model.Whisper(dims).state_dict()},
-        tmp_path / "whisper.pt",
-    )
-    spec = EncoderSpec(audio="whisper", width=32, whisper_model=str(tmp_path / "whisper.pt"))
+    state = whisper_model.Whisper(dims).state_dict()
+    torch.save({"dims": vars(dims), "model_state_dict": state}, path)
+    return str(path)
+
+
+def test_frozen_whisper_weights_are_neither_saved_nor_expected(tmp_path):
+    spec = EncoderSpec(audio="whisper", width=32, whisper_model=tiny_whisper(tmp_path / "w.pt"))
     model = TrainModel(make_config("tiny", vocab_size=400), spec)
     assert model.config.audio_feature_dim == 32
     meta = {"config": model.config.to_dict(), "encoders": spec.to_dict()}
@@ -433,6 +436,34 @@ def test_frozen_whisper_weights_are_neither_saved_nor_expected(tmp_path):
     assert torch.equal(
         loaded.model.audio_projector.fc1.weight, model.model.audio_projector.fc1.weight
     )
+
+
+def test_side_encoders_are_chosen_at_launch_without_touching_the_plan(shards, tmp_path):
+    plan = get_plan("tiny")
+    whisper = plan.variant(audio_encoder="whisper", whisper_model="/models/base.pt")
+    assert whisper.encoders == dataclasses.replace(
+        plan.encoders, audio="whisper", whisper_model="/models/base.pt"
+    )
+    assert whisper.stages == plan.stages
+    assert plan.variant(talker_hidden=512, moe=True).encoders == plan.encoders
+    with pytest.raises(ValueError, match="audio is one of"):
+        plan.variant(audio_encoder="wav2vec")
+
+    root, tokenizer_path = shards
+    checkpoint = tiny_whisper(tmp_path / "whisper.pt")
+    out = tmp_path / "run"
+    argv = ["train", "--shards", str(root), "--tokenizer", str(tokenizer_path), "--out", str(out)]
+    argv += ["--stages", "text", "t2a", "a2a_proj", "--max-steps", "2", "--workers", "0"]
+    assert (
+        main([*argv, "--no-progress", "--audio-encoder", "whisper", "--whisper-model", checkpoint])
+        == 0
+    )
+    final = out / "a2a_proj" / "final"
+    assert read_meta(final)["encoders"]["audio"] == "whisper"
+    assert read_meta(final)["encoders"]["whisper_model"] == checkpoint
+    assert not [k for k in load_file(str(final / WEIGHTS_FILE)) if k.startswith("audio_encoder.")]
+    loaded, _ = load_checkpoint(final)
+    assert loaded.config.audio_feature_dim == 32  # the Whisper's width feeds the projector
 
 
 def test_cosine_schedule_warms_up_then_falls_to_a_tenth():

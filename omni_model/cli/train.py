@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from omni_model.encoders.audio import AUDIO_ENCODERS
+from omni_model.encoders.image import IMAGE_ENCODERS
 from omni_model.training.plans import PLANS, get_plan
 from omni_model.training.trainer import TrainSettings, train_plan
 
@@ -64,14 +66,25 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--talker-hidden", type=int, help="model variant: Talker width")
     parser.add_argument("--moe", action="store_true", help="model variant: MoE MLPs")
+    parser.add_argument(
+        "--audio-encoder", choices=AUDIO_ENCODERS, help="question-audio encoder (default: plan's)"
+    )
+    parser.add_argument("--whisper-model", help="Whisper checkpoint file (or a cached name)")
+    parser.add_argument("--image-encoder", choices=IMAGE_ENCODERS, help="default: the plan's")
+    parser.add_argument("--siglip-model", help="SigLIP2 folder (or a cached hub name)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = get_plan(args.plan)
-    if args.talker_hidden or args.moe:
-        plan = plan.variant(talker_hidden=args.talker_hidden, moe=args.moe)
+    plan = get_plan(args.plan).variant(
+        args.talker_hidden,
+        args.moe,
+        args.audio_encoder,
+        args.whisper_model,
+        args.image_encoder,
+        args.siglip_model,
+    )
     settings = TrainSettings(
         device=args.device,
         compile=args.compile,

@@ -11,7 +11,8 @@
 `reference` is the reference recipe at the reference scale; `tiny` runs every stage on the
 tiny preset on CPU in minutes, mixing other tasks' rows into its stages and training
 everything on I2T (see `tiny_plan`). A variant (Talker width, MoE) is the same plan with
-`plan.variant(talker_hidden=..., moe=...)`.
+`plan.variant(talker_hidden=..., moe=...)`, which also swaps the side encoders
+(`audio_encoder="whisper"`, `image_encoder="siglip"`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from omni_model.config import OmniConfig, make_config
+from omni_model.encoders.audio import AUDIO_ENCODERS
+from omni_model.encoders.image import IMAGE_ENCODERS
 from omni_model.models import TRAINING_MODES
 from omni_model.training.data import TASKS, DataSettings
 from omni_model.training.model import EncoderSpec
@@ -108,9 +111,33 @@ class Plan:
         position = self.stage_names.index(self.stage(name).name)
         return self.stages[position - 1] if position else None
 
-    def variant(self, talker_hidden: int | None = None, moe: bool = False) -> Plan:
-        """The same stages for a model variant (the sweep's Talker width, dense or MoE)."""
-        return dataclasses.replace(self, talker_hidden=talker_hidden, moe=moe)
+    def variant(
+        self,
+        talker_hidden: int | None = None,
+        moe: bool = False,
+        audio_encoder: str | None = None,
+        whisper_model: str | None = None,
+        image_encoder: str | None = None,
+        siglip_model: str | None = None,
+    ) -> Plan:
+        """The same stages for a model variant (the sweep's Talker width, dense or MoE) and
+        other side encoders (None keeps the plan's): `whisper` with a local `whisper_model`
+        checkpoint for question audio, `siglip` with `siglip_model` for images."""
+        choices = {
+            "audio": audio_encoder,
+            "whisper_model": whisper_model,
+            "image": image_encoder,
+            "siglip_model": siglip_model,
+        }
+        encoders = dataclasses.replace(
+            self.encoders, **{key: value for key, value in choices.items() if value is not None}
+        )
+        if encoders.audio not in AUDIO_ENCODERS or encoders.image not in IMAGE_ENCODERS:
+            raise ValueError(
+                f"side encoders {encoders.audio!r}/{encoders.image!r}: audio is one of "
+                f"{AUDIO_ENCODERS}, image one of {IMAGE_ENCODERS}"
+            )
+        return dataclasses.replace(self, talker_hidden=talker_hidden, moe=moe, encoders=encoders)
 
     def model_config(self, vocab_size: int, speaker_dim: int | None) -> OmniConfig:
         """The preset with this plan's variant, the tokenizer's vocabulary and the shards'

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from omni_model.training.model import FROZEN_ENCODERS
 from omni_model.training.plans import get_plan
 from pipelines.assets.shards import ShardSet
 from pipelines.assets.text import TokenizerFile
@@ -22,6 +23,7 @@ from pipelines.launch_training import TrainingRequest
 from pipelines.resources import StoreResource
 
 LAUNCH_COMMAND = [sys.executable, "-m", "pipelines.launch_training"]
+FROZEN = set(FROZEN_ENCODERS.values())  # whisper, siglip: named in the variant folder
 
 
 def launch(
@@ -50,15 +52,22 @@ class TrainerResource(dg.ConfigurableResource):
     plan: str = "tiny"
     talker_hidden: int | None = None  # Talker width variant (384, 512, 768); None: the preset's
     moe: bool = False  # MoE MLPs instead of dense ones
+    audio_encoder: str | None = None  # "whisper" (frozen, whisper_model) or "logmel"; None: plan's
+    whisper_model: str | None = None  # a local Whisper checkpoint file, or a cached name
+    image_encoder: str | None = None  # "siglip" (frozen, siglip_model) or "patch"; None: plan's
+    siglip_model: str | None = None  # a local SigLIP2 folder, or a cached hub name
     max_steps: int | None = None  # caps every stage (smoke runs)
     device: str | None = None  # None: cuda when available, else cpu
     resume: bool = False  # continue an interrupted stage from its latest step checkpoint
 
     def variant_name(self, talker_hidden: int | None = None, moe: bool | None = None) -> str:
-        """Folder and run name of a plan variant: `tiny`, `tiny-talker512`, `tiny-talker512-moe`."""
+        """Folder and run name of a plan variant: `tiny`, `tiny-talker512`, `tiny-talker512-moe`,
+        `tiny-whisper-siglip` (frozen side encoders chosen)."""
         hidden = self.talker_hidden if talker_hidden is None else talker_hidden
         moe = self.moe if moe is None else moe
-        return self.plan + (f"-talker{hidden}" if hidden else "") + ("-moe" if moe else "")
+        parts = [self.plan, f"talker{hidden}" if hidden else "", "moe" if moe else ""]
+        parts += [name for name in (self.audio_encoder, self.image_encoder) if name in FROZEN]
+        return "-".join(part for part in parts if part)
 
     def request(
         self,
@@ -80,6 +89,10 @@ class TrainerResource(dg.ConfigurableResource):
             plan=self.plan,
             talker_hidden=self.talker_hidden,
             moe=self.moe,
+            audio_encoder=self.audio_encoder,
+            whisper_model=self.whisper_model,
+            image_encoder=self.image_encoder,
+            siglip_model=self.siglip_model,
             max_steps=self.max_steps,
             device=self.device,
             resume=self.resume,
