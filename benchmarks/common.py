@@ -37,7 +37,8 @@ def matvec_bandwidth(dtype: torch.dtype = torch.float32, megabytes: int = 256) -
     """Weight bytes/s that torch's batch-1 matrix-vector product reads, best of 5: what a
     decoding step can reach at most with these kernels (often well under a plain copy)."""
     columns = 768
-    weight = torch.randn(megabytes * 2**20 // (4 * columns), columns).to(dtype)
+    rows = megabytes * 2**20 // (torch.empty((), dtype=dtype).element_size() * columns)
+    weight = torch.randn(rows, columns).to(dtype)
     vector = torch.randn(1, columns).to(dtype)
     seconds = best_time(lambda: torch.nn.functional.linear(vector, weight), repeats=5)
     return weight.numel() * weight.element_size() / seconds

@@ -56,12 +56,12 @@ class TrainingRequest:
 
     def plan_variant(self) -> Plan:
         return get_plan(self.plan).variant(
-            self.talker_hidden,
-            self.moe,
-            self.audio_encoder,
-            self.whisper_model,
-            self.image_encoder,
-            self.siglip_model,
+            talker_hidden=self.talker_hidden,
+            moe=self.moe,
+            audio_encoder=self.audio_encoder,
+            whisper_model=self.whisper_model,
+            image_encoder=self.image_encoder,
+            siglip_model=self.siglip_model,
         )
 
 

@@ -14,11 +14,36 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from whisper.model import ModelDimensions, Whisper
 
 from omni_model.quantization import OfflineCodec
 from omni_model.tts import synthesize
 from pipelines.assets.training import TrainerResource
 from pipelines.run import run_job, run_pipeline
+
+# A Whisper small enough to build in milliseconds: 16 encoder positions = 0.32 s windows.
+TINY_WHISPER_DIMS = ModelDimensions(
+    n_mels=80,
+    n_audio_ctx=16,
+    n_audio_state=32,
+    n_audio_head=2,
+    n_audio_layer=2,
+    n_vocab=64,
+    n_text_ctx=8,
+    n_text_state=32,
+    n_text_head=2,
+    n_text_layer=1,
+)
+
+
+def save_tiny_whisper(path: Path) -> str:
+    """A random-weight Whisper saved in Whisper's own checkpoint format; returns its path."""
+    torch.manual_seed(0)
+    model = Whisper(TINY_WHISPER_DIMS)
+    model.decoder.positional_embedding.data.normal_()  # torch.empty: may hold NaN
+    torch.save({"dims": vars(TINY_WHISPER_DIMS), "model_state_dict": model.state_dict()}, path)
+    return str(path)
+
 
 # Sentences are one phrase from each slot: 8^4 = 4,096 of them, every word in the grammar
 # that the codec's quality gate recognises them with.

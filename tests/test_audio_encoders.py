@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import whisper
-from whisper.model import ModelDimensions, Whisper
+from conftest import TINY_WHISPER_DIMS, save_tiny_whisper
 
 from omni_model.audio_io import resample
 from omni_model.config import OmniConfig
@@ -17,29 +17,11 @@ from omni_model.encoders.audio import (
 from omni_model.encoders.errors import CheckpointError
 
 RATE = 16_000
-# A Whisper small enough to build in milliseconds: 16 encoder positions = 0.32 s windows.
-TINY_DIMS = ModelDimensions(
-    n_mels=80,
-    n_audio_ctx=16,
-    n_audio_state=32,
-    n_audio_head=2,
-    n_audio_layer=2,
-    n_vocab=64,
-    n_text_ctx=8,
-    n_text_state=32,
-    n_text_head=2,
-    n_text_layer=1,
-)
 
 
 @pytest.fixture(scope="module")
 def whisper_checkpoint(tmp_path_factory) -> str:
-    """A random-weight Whisper saved in Whisper's own checkpoint format."""
-    torch.manual_seed(0)
-    model = Whisper(TINY_DIMS)
-    path = tmp_path_factory.mktemp("whisper") / "tiny.pt"
-    torch.save({"dims": vars(TINY_DIMS), "model_state_dict": model.state_dict()}, path)
-    return str(path)
+    return save_tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny.pt")
 
 
 def speechlike(seconds: float, seed: int) -> torch.Tensor:
@@ -60,7 +42,7 @@ def pad_batch(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def test_whisper_loads_the_saved_checkpoint_frozen(whisper_checkpoint):
     encoder = build_audio_encoder("whisper", whisper_model=whisper_checkpoint)
     saved = torch.load(whisper_checkpoint)["model_state_dict"]
-    assert encoder.feature_dim == TINY_DIMS.n_audio_state
+    assert encoder.feature_dim == TINY_WHISPER_DIMS.n_audio_state
     for name, value in encoder.encoder.state_dict().items():
         assert torch.equal(value, saved[f"encoder.{name}"]), name
     assert not any(parameter.requires_grad for parameter in encoder.parameters())
@@ -73,7 +55,7 @@ def test_whisper_features_are_encoder_states_pooled_to_12_5_hz(whisper_checkpoin
     reference = whisper.load_model(whisper_checkpoint)
     with torch.no_grad():
         states = reference.embed_audio(whisper.log_mel_spectrogram(clip)[None])  # (1, 16, 32)
-    expected = states.reshape(1, 4, 4, TINY_DIMS.n_audio_state).mean(2)
+    expected = states.reshape(1, 4, 4, TINY_WHISPER_DIMS.n_audio_state).mean(2)
     assert frames.tolist() == [4]
     torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
 

@@ -14,9 +14,9 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_whisper
 from PIL import Image
 from scipy import ndimage
-from whisper.model import ModelDimensions, Whisper
 
 from omni_model.audio_io import encode_wav_bytes
 from omni_model.config import make_config
@@ -221,13 +221,8 @@ def test_pocketsphinx_grammar_asr_only_hears_grammar_sentences():
 
 
 def test_whisper_loads_local_weights_and_never_downloads(tmp_path):
-    dims = ModelDimensions(80, 16, 32, 2, 1, 64, 8, 32, 2, 1)
-    torch.manual_seed(0)
-    whisper_model = Whisper(dims)
-    whisper_model.decoder.positional_embedding.data.normal_()  # torch.empty: may hold NaN
-    saved = whisper_model.state_dict()
-    path = tmp_path / "tiny.pt"
-    torch.save({"dims": vars(dims), "model_state_dict": saved}, path)
+    path = save_tiny_whisper(tmp_path / "tiny.pt")
+    saved = torch.load(path)["model_state_dict"]
     loaded = WhisperTranscriber(str(path)).model.state_dict()
     assert all(torch.equal(loaded[key], saved[key]) for key in saved)
 

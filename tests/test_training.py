@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import save_tiny_whisper
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
@@ -416,17 +417,9 @@ def test_compiled_and_plain_models_load_each_others_checkpoints(tmp_path):
     load_weights(tiny_model(), tmp_path / "from_plain")
 
 
-def tiny_whisper(path) -> str:
-    """A random-weight Whisper of width 32 saved in Whisper's own checkpoint format."""
-    whisper_model = pytest.importorskip("whisper.model")
-    dims = whisper_model.ModelDimensions(80, 16, 32, 2, 2, 64, 8, 32, 2, 1)
-    state = whisper_model.Whisper(dims).state_dict()
-    torch.save({"dims": vars(dims), "model_state_dict": state}, path)
-    return str(path)
-
-
 def test_frozen_whisper_weights_are_neither_saved_nor_expected(tmp_path):
-    spec = EncoderSpec(audio="whisper", width=32, whisper_model=tiny_whisper(tmp_path / "w.pt"))
+    checkpoint = save_tiny_whisper(tmp_path / "whisper.pt")
+    spec = EncoderSpec(audio="whisper", width=32, whisper_model=checkpoint)
     model = TrainModel(make_config("tiny", vocab_size=400), spec)
     assert model.config.audio_feature_dim == 32
     meta = {"config": model.config.to_dict(), "encoders": spec.to_dict()}
@@ -450,7 +443,7 @@ def test_side_encoders_are_chosen_at_launch_without_touching_the_plan(shards, tm
         plan.variant(audio_encoder="wav2vec")
 
     root, tokenizer_path = shards
-    checkpoint = tiny_whisper(tmp_path / "whisper.pt")
+    checkpoint = save_tiny_whisper(tmp_path / "whisper.pt")
     out = tmp_path / "run"
     argv = ["train", "--shards", str(root), "--tokenizer", str(tokenizer_path), "--out", str(out)]
     argv += ["--stages", "text", "t2a", "a2a_proj", "--max-steps", "2", "--workers", "0"]

@@ -61,7 +61,7 @@ def load_from_args(args: argparse.Namespace) -> Loaded:
         codec_kind=args.codec,
         allow_download=args.allow_download,
         device=args.device,
-        dtype=torch.bfloat16 if getattr(args, "bf16", False) else None,
+        dtype=torch.bfloat16 if args.bf16 else None,
     )
 
 

@@ -78,12 +78,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     plan = get_plan(args.plan).variant(
-        args.talker_hidden,
-        args.moe,
-        args.audio_encoder,
-        args.whisper_model,
-        args.image_encoder,
-        args.siglip_model,
+        talker_hidden=args.talker_hidden,
+        moe=args.moe,
+        audio_encoder=args.audio_encoder,
+        whisper_model=args.whisper_model,
+        image_encoder=args.image_encoder,
+        siglip_model=args.siglip_model,
     )
     settings = TrainSettings(
         device=args.device,

@@ -80,7 +80,6 @@ class OmniModel(nn.Module):
                     f"{count} {name} placeholder tokens but {given} {name} feature rows"
                 )
             if count:
-                features = features.to(projector.fc1.weight.dtype)  # encoders may be fp32
                 embeddings = embeddings.masked_scatter(
                     slots.unsqueeze(-1), projector(features).to(embeddings.dtype)
                 )

@@ -14,5 +14,7 @@ class Projector(nn.Module):
         self.fc2 = nn.Linear(out_dim, out_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """features: (..., in_dim) -> (..., out_dim)."""
+        """features: (..., in_dim) -> (..., out_dim), in this projector's dtype (the encoder
+        may run in float32 under a bfloat16 model)."""
+        features = features.to(self.fc1.weight.dtype)
         return self.fc2(nn.functional.gelu(self.fc1(self.norm(features))))

@@ -113,6 +113,7 @@ class Plan:
 
     def variant(
         self,
+        *,
         talker_hidden: int | None = None,
         moe: bool = False,
         audio_encoder: str | None = None,
