@@ -220,6 +220,19 @@ def test_pocketsphinx_grammar_asr_only_hears_grammar_sentences():
         PocketsphinxTranscriber.from_grammar(grammar.replace("snow", "zorblax"))
 
 
+def test_pocketsphinx_sentence_asr_picks_each_rendering_out_of_the_evaluated_texts():
+    asr = build_transcriber([*ANSWERS, "Zorblax is flimwex.", "Grass is green."])
+    assert asr.name == "pocketsphinx-sentences"
+    assert asr.unknown_words == ["flimwex", "zorblax"]  # that sentence can never be heard
+    for text, voice in zip(ANSWERS, itertools.cycle(CLEAR)):
+        assert asr.transcribe(synthesize(text, voice), RATE) == normalize_text(text)
+    # Speech outside the grammar is heard as one of its sentences, or as nothing.
+    heard = asr.transcribe(synthesize("Snow is white.", "en-us+f2"), RATE)
+    assert heard in {normalize_text(text) for text in ANSWERS} | {""}
+    with pytest.raises(ValueError, match="unknown ASR constraint"):
+        build_transcriber(ANSWERS, constraint="bigram")
+
+
 def test_whisper_loads_local_weights_and_never_downloads(tmp_path):
     path = save_tiny_whisper(tmp_path / "tiny.pt")
     saved = torch.load(path)["model_state_dict"]
@@ -423,7 +436,7 @@ def test_evaluating_a_random_checkpoint_gives_every_metric_in_range(
         voices=voices,
         sampling=sampling,
     )
-    assert evaluation.transcriber == "pocketsphinx-trigram"
+    assert evaluation.transcriber == "pocketsphinx-sentences"
     assert [row["item_id"] for row in evaluation.rows()] == [p.item_id for p in items]
     metrics = evaluation.metrics
     for task in ("t2a", "a2a", "i2t"):

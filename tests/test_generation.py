@@ -3,6 +3,7 @@
 import dataclasses
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from omni_model import OmniModel, make_config
@@ -23,7 +24,7 @@ from omni_model.text.tokenizer import TokenizedConversation
 # The scripted model replays training layouts of any lengths, also speech shorter than text,
 # so the rule that speech outlasts the text (true of real samples) is off here.
 GREEDY = SamplingSettings(
-    text_temperature=0.0, audio_temperature=0.0, max_steps=100, speech_outlasts_text=False
+    text_temperature=0.0, audio_temperature=0.0, max_steps=100, min_frames_per_text_token=None
 )
 
 
@@ -104,14 +105,22 @@ def test_text_longer_than_speech_keeps_going_until_text_ends():
     assert len(model.fed) == 1 + 20
 
 
-def test_by_default_speech_may_not_end_before_the_text():
-    settings = dataclasses.replace(GREEDY, speech_outlasts_text=True)
-    _, _, _, _, events = run_scripted(text_length=20, frames=2, settings=settings)
+@pytest.mark.parametrize(
+    ("text_length", "ratio", "spoken"),
+    [
+        (20, 0.0, 19),  # codebook 0 speaks from step 1 and may stop at the text's end, step 20
+        (4, 2.5, 13),  # 5 text tokens (with the end) need ceil(2.5 * 5) = 13 codes
+    ],
+)
+def test_speech_may_not_end_before_the_text_nor_under_its_frames_per_token(
+    text_length, ratio, spoken
+):
+    settings = dataclasses.replace(GREEDY, min_frames_per_text_token=ratio)
+    _, _, _, _, events = run_scripted(text_length=text_length, frames=2, settings=settings)
     end_step = next(e.step for e in events if isinstance(e, TextToken) and e.is_end)
     frames = [e for e in events if isinstance(e, AudioFrame)]
-    # Codebook 0 speaks from step 1 on and may stop only at the text's end step.
-    assert end_step == 20 and len(frames) == end_step - 1
-    assert [f.index for f in frames] == list(range(end_step - 1))
+    assert end_step == text_length
+    assert [f.index for f in frames] == list(range(spoken))
 
 
 def test_real_model_streams_valid_frames_until_max_steps():

@@ -3,12 +3,15 @@
 - `WhisperTranscriber`: openai-whisper from a local checkpoint file or an official name
   whose weights are already in Whisper's cache; it downloads only when allowed.
 - `PocketsphinxTranscriber`: the offline default (DESIGN.md section 8). pocketsphinx ships
-  an English acoustic model and dictionary; recognition is constrained by a trigram model
-  built from the evaluation texts (`from_texts`) or by a JSGF grammar (`from_grammar`).
+  an English acoustic model and dictionary; recognition is constrained by a grammar whose
+  sentences are the evaluation texts (`from_sentences`, the default), a trigram model of
+  them (`from_texts`: any of their words may follow any other), or any JSGF grammar
+  (`from_grammar`).
   The decoder's dictionary is cut down to the words those allow: pocketsphinx takes about
   15 s to load even a tiny language model against its full 130k-word dictionary.
 
 `build_transcriber` picks Whisper when its weights are at hand, else pocketsphinx.
+ASR_CONSTRAINTS names the ways pocketsphinx may be constrained.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ ASR_RATE = 16_000  # both backends work at 16 kHz
 PAD_SECONDS = 0.3  # pocketsphinx needs silence around the speech to find its edges
 JSGF_RULE_NAME = re.compile(r"<[^<>]*>")
 JSGF_WORD = re.compile(r"[a-z][a-z']*")
+ASR_CONSTRAINTS = ("sentences", "trigram")
 
 
 class AsrUnavailableError(CheckpointError):
@@ -91,6 +95,22 @@ class WhisperTranscriber(Transcriber):
         self.name = f"whisper-{Path(name_or_path).name.removesuffix('.pt')}"
         self.model = load_whisper(name_or_path, device, download_root).eval()
 
+    @classmethod
+    def from_sentences(cls, texts: Sequence[str]) -> PocketsphinxTranscriber:
+        """Constrained to hear one of `texts` (normalised), or nothing: the closest sentence
+        wins, so a reply is scored on whether its speech picks out its own text among all the
+        evaluated ones. A text with a word the dictionary lacks could never be heard; it is
+        left out and its words are listed in `unknown_words`."""
+        sentences = {normalize_text(text) for text in texts} - {""}
+        unknown = missing_words({word for sentence in sentences for word in sentence.split()})
+        heard = [sentence for sentence in sentences if not unknown & set(sentence.split())]
+        if not heard:
+            raise ValueError(f"no evaluation text has only dictionary words: {sorted(unknown)}")
+        transcriber = cls.from_grammar(sentence_grammar(heard))
+        transcriber.name = "pocketsphinx-sentences"
+        transcriber.unknown_words = sorted(unknown)
+        return transcriber
+
     def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
         pcm = resample(audio.detach().float().cpu().numpy(), sample_rate, ASR_RATE)
         result = whisper.transcribe(
@@ -115,6 +135,20 @@ def trigram_model(texts: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
+def sentence_grammar(sentences: Sequence[str]) -> str:
+    """JSGF text whose only sentences are the given normalised ones."""
+    return (
+        "#JSGF V1.0;\ngrammar evaluation;\n"
+        f"public <sentence> = {' | '.join(sorted(set(sentences)))};\n"
+    )
+
+
+def missing_words(words: set[str]) -> set[str]:
+    """The words pocketsphinx's full dictionary has no pronunciation for."""
+    lookup = Decoder(samprate=ASR_RATE, lm=None, loglevel="FATAL")
+    return {word for word in words if not lookup.lookup_word(word)}
+
+
 class PocketsphinxTranscriber(Transcriber):
     """pocketsphinx at 16 kHz under a language model or grammar; build with a classmethod.
 
@@ -127,6 +161,7 @@ class PocketsphinxTranscriber(Transcriber):
             raise ValueError("give exactly one of a language model (arpa) or a grammar (jsgf)")
         lookup = Decoder(samprate=ASR_RATE, lm=None, loglevel="FATAL")  # the full dictionary
         pronunciations = {word: lookup.lookup_word(word) for word in sorted(words)}
+        self.name = "pocketsphinx-trigram" if arpa is not None else "pocketsphinx-grammar"
         self.unknown_words = sorted(word for word, phones in pronunciations.items() if not phones)
         known = [f"{word} {phones}" for word, phones in pronunciations.items() if phones]
         if not known:
@@ -145,7 +180,6 @@ class PocketsphinxTranscriber(Transcriber):
         if jsgf is not None:
             self.decoder.add_jsgf_string("grammar", jsgf)
             self.decoder.activate_search("grammar")
-        self.name = "pocketsphinx-trigram" if arpa is not None else "pocketsphinx-grammar"
 
     @classmethod
     def from_texts(cls, texts: Sequence[str]) -> PocketsphinxTranscriber:
@@ -162,6 +196,22 @@ class PocketsphinxTranscriber(Transcriber):
         bodies = [line.split("=", 1)[1] for line in jsgf.splitlines() if "=" in line]
         words = {w for body in bodies for w in JSGF_WORD.findall(JSGF_RULE_NAME.sub(" ", body))}
         return cls(words, jsgf=jsgf)
+
+    @classmethod
+    def from_sentences(cls, texts: Sequence[str]) -> PocketsphinxTranscriber:
+        """Constrained to hear one of `texts` (normalised), or nothing: the closest sentence
+        wins, so a reply is scored on whether its speech picks out its own text among all the
+        evaluated ones. A text with a word the dictionary lacks could never be heard; it is
+        left out and its words are listed in `unknown_words`."""
+        sentences = {normalize_text(text) for text in texts} - {""}
+        unknown = missing_words({word for sentence in sentences for word in sentence.split()})
+        heard = [sentence for sentence in sentences if not unknown & set(sentence.split())]
+        if not heard:
+            raise ValueError(f"no evaluation text has only dictionary words: {sorted(unknown)}")
+        transcriber = cls.from_grammar(sentence_grammar(heard))
+        transcriber.name = "pocketsphinx-sentences"
+        transcriber.unknown_words = sorted(unknown)
+        return transcriber
 
     def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
         pcm = resample(audio.detach().float().cpu().numpy(), sample_rate, ASR_RATE)
@@ -181,11 +231,17 @@ def build_transcriber(
     whisper_model: str | None = None,
     device: str | torch.device = "cpu",
     download_root: str | None = None,
+    constraint: str = "sentences",
 ) -> Transcriber:
     """Whisper when `whisper_model` is given and its weights are here, else pocketsphinx
-    constrained by a trigram model of `texts` (the reference answers being evaluated)."""
+    constrained by `texts` (the evaluated replies and their reference answers) as whole
+    sentences or as a trigram model (`constraint`, one of ASR_CONSTRAINTS)."""
+    if constraint not in ASR_CONSTRAINTS:
+        raise ValueError(f"unknown ASR constraint {constraint!r}: choose one of {ASR_CONSTRAINTS}")
     if whisper_model is not None:
         if whisper_available(whisper_model, download_root):
             return WhisperTranscriber(whisper_model, device, download_root)
         log.warning("Whisper %s has no local weights: using pocketsphinx instead", whisper_model)
-    return PocketsphinxTranscriber.from_texts(texts)
+    if constraint == "trigram":
+        return PocketsphinxTranscriber.from_texts(texts)
+    return PocketsphinxTranscriber.from_sentences(texts)

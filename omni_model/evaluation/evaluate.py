@@ -24,7 +24,7 @@ import itertools
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -52,6 +52,8 @@ from omni_model.quantization import Codec
 from omni_model.text.tokenizer import ChatTokenizer
 from omni_model.tts import synthesize
 from omni_model.voices import Voice, build_voice
+
+AsrFactory = Callable[[Sequence[str]], Transcriber]  # evaluated texts -> the ASR to read speech
 
 # Greedy text (answers are closed-domain); audio sampled as in the reference.
 EVAL_SAMPLING = SamplingSettings(text_temperature=0.0, max_steps=300)
@@ -220,19 +222,24 @@ def evaluate(
     chat: OmniChat,
     items: Sequence[ProbeItem],
     voices: Mapping[str, Voice],
-    transcriber: Transcriber,
     encoder: SpeakerEncoder,
+    asr: AsrFactory = build_transcriber,
     seed: int = 0,
 ) -> Evaluation:
-    """Ask every item and score it; `voices` must hold every voice the items ask for."""
+    """Ask every item, then score the replies; `voices` must hold every voice the items ask
+    for. The ASR is built once the replies are known: `asr(texts)` gets every reply text and
+    reference answer, which a grammar-constrained ASR needs as its sentences."""
     missing = sorted({item.voice for item in items if item.voice} - set(voices))
     if missing:
         raise ProbeError("probe items", f"no voice given for {', '.join(missing)}")
+    replies = [ask(chat, item, voices[item.voice] if item.voice else None, seed) for item in items]
+    texts = [*(a for item in items for a in item.answers), *(reply.text for reply in replies)]
+    transcriber = asr(texts)
     scorer = Scorer(transcriber, encoder, voices)
-    results = []
-    for item in items:
-        reply = ask(chat, item, voices[item.voice] if item.voice else None, seed)
-        results.append(scorer.score(item, reply, chat.codec.sample_rate))
+    results = [
+        scorer.score(item, reply, chat.codec.sample_rate)
+        for item, reply in zip(items, replies, strict=True)
+    ]
     return Evaluation(results, summarize(results, voices), transcriber.name)
 
 
@@ -242,23 +249,22 @@ def evaluate_checkpoint(
     tokenizer: ChatTokenizer,
     codec: Codec,
     *,
-    transcriber: Transcriber | None = None,
+    asr: AsrFactory = build_transcriber,
     encoder: SpeakerEncoder | None = None,
     voices: Mapping[str, Voice] | None = None,
     sampling: SamplingSettings = EVAL_SAMPLING,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> Evaluation:
-    """`evaluate` on a checkpoint folder. By default the ASR is built from the items'
-    answers (Whisper only when asked for with `build_transcriber`) and each espeak-ng voice
-    the items name is built with this codec."""
+    """`evaluate` on a checkpoint folder. By default the ASR is pocketsphinx constrained by
+    the evaluated texts (`build_transcriber`) and each espeak-ng voice the items name is
+    built with this codec."""
     chat = load_chat(checkpoint, tokenizer, codec, settings=sampling, device=device)
     encoder = encoder or SpeakerEncoder()
-    transcriber = transcriber or build_transcriber([a for item in items for a in item.answers])
     if voices is None:
         names = sorted({item.voice for item in items if item.voice})
         voices = espeak_voices(names, codec, encoder)
-    return evaluate(chat, items, voices, transcriber, encoder, seed)
+    return evaluate(chat, items, voices, encoder, asr, seed)
 
 
 def cer_by_length(results: Sequence[ItemResult]) -> dict[str, ErrorCounts]:

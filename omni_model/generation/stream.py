@@ -30,9 +30,10 @@ class SamplingSettings:
     audio_repetition_penalty: float = 1.1
     repetition_window: int = 3
     max_steps: int = 400
-    # Speech is slower than text (12.5 frames/s against a few tokens/s), so in every
-    # training sample the audio ends after the reply text: codebook 0 may not stop before.
-    speech_outlasts_text: bool = True
+    # Speech is slower than text: an espeak-ng reply spans 2.5 to 5.4 frames per text token
+    # (1st and 90th percentile of the generated corpus), so codebook 0 may not stop before the
+    # text has ended and this many frames per text token were spoken. None lifts the rule.
+    min_frames_per_text_token: float | None = 2.5
 
 
 @dataclass
@@ -79,7 +80,7 @@ def generate_stream(
     audio_mask[0, AUDIO_STOP_ID] = 0.0
     codes: list[list[int]] = [[] for _ in range(num_codebooks)]  # emitted codes per codebook
     stop_step: list[int | None] = [None] * num_codebooks
-    text_done = False
+    text_done, text_tokens = False, 0
     for step in range(settings.max_steps):
         text_logits = output.text_logits[0, -1]  # (vocab,)
         audio_logits = output.audio_logits[0, :, -1]  # (8, audio vocab)
@@ -95,10 +96,11 @@ def generate_stream(
                 )
             )
             text_done = token == IM_END_ID
+            text_tokens += 1
             column[-1] = token
             yield TextToken(token, step, text_done)
         audio_logits = audio_logits + audio_mask
-        if settings.speech_outlasts_text and not text_done:
+        if too_early_to_stop(settings, text_done, text_tokens, len(codes[0])):
             audio_logits[0, AUDIO_STOP_ID] = float("-inf")
         sampled = _sample_codes(audio_logits, codes, settings, generator).tolist()
         for k in range(num_codebooks):
@@ -119,6 +121,16 @@ def generate_stream(
         if text_done and stop_step[-1] is not None:
             return
         output = model(column.view(1, -1, 1).to(device), speaker=speaker, cache=cache)
+
+
+def too_early_to_stop(
+    settings: SamplingSettings, text_done: bool, text_tokens: int, spoken_frames: int
+) -> bool:
+    """Whether codebook 0 must keep speaking (see `min_frames_per_text_token`)."""
+    ratio = settings.min_frames_per_text_token
+    if ratio is None:
+        return False
+    return not text_done or spoken_frames < ratio * text_tokens
 
 
 def _sample_codes(

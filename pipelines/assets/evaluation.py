@@ -9,6 +9,7 @@ MLflow run. `evaluation_report` turns that into a markdown/HTML report with plot
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +17,7 @@ import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from omni_model.evaluation.asr import build_transcriber
+from omni_model.evaluation.asr import ASR_CONSTRAINTS, build_transcriber
 from omni_model.evaluation.evaluate import Evaluation, evaluate_checkpoint
 from omni_model.evaluation.probes import ProbeItem, item_from_row
 from omni_model.text.tokenizer import ChatTokenizer
@@ -42,6 +43,8 @@ class EvaluationConfig(dg.Config):
     probes_per_task: int | None = None  # None: the whole probe set (smoke runs ask fewer)
     held_out_per_task: int = 10  # validation rows per task asked beside the probe set
     whisper_model: str | None = None  # a local Whisper checkpoint; None: offline pocketsphinx
+    # pocketsphinx hears the evaluated texts as whole sentences, or as a trigram model of them
+    asr_constraint: str = "sentences"
     device: str | None = None
 
 
@@ -135,19 +138,23 @@ def model_evaluation(
     chat_tokenizer: TokenizerFile,
     **shards: ShardSet,
 ) -> EvaluationResult:
+    if config.asr_constraint not in ASR_CONSTRAINTS:
+        choices = ", ".join(ASR_CONSTRAINTS)
+        raise dg.Failure(f"asr_constraint {config.asr_constraint!r}: choose one of {choices}")
     checkpoint = final_checkpoint(store, trainer)
     lineage = json.loads((checkpoint / LINEAGE_FILE).read_text())
     items = first_per_task(probe_set(), config.probes_per_task)
     items += held_out_items(list(shards.values()), config.held_out_per_task)
-    answers = [answer for item in items for answer in item.answers]
-    transcriber = build_transcriber(answers, whisper_model=config.whisper_model)
-    context.log.info(f"evaluating {checkpoint} on {len(items)} items with {transcriber.name}")
+    asr = partial(
+        build_transcriber, whisper_model=config.whisper_model, constraint=config.asr_constraint
+    )
+    context.log.info(f"evaluating {checkpoint} on {len(items)} items")
     evaluation = evaluate_checkpoint(
         checkpoint,
         items,
         ChatTokenizer.load(chat_tokenizer.path),
         codec.load(store),
-        transcriber=transcriber,
+        asr=asr,
         device=config.device or "cpu",
     )
     folder = store.path("evaluation", trainer.variant_name(), lineage["mlflow_run_id"])
