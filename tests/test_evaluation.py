@@ -460,6 +460,11 @@ def test_evaluating_a_random_checkpoint_gives_every_metric_in_range(
         sampling=sampling,
     )
     assert again.items[0].reply == evaluation.items[0].reply  # seeded by item, not by order
+    pictures_only = evaluate_checkpoint(
+        checkpoint, items[2:], tokenizer, codec, encoder=speaker_encoder, sampling=sampling
+    )  # no item names a voice: none is built, no speech is scored
+    assert pictures_only.items[0].reply == i2t.reply
+    assert pictures_only.metrics["i2t/items"] == 1 and "speech/cer" not in pictures_only.metrics
     other = train_tokenizer(["something else entirely"] * 3, vocab_size=300)
     with pytest.raises(CompatibilityError, match="tokenizer"):
         evaluate_checkpoint(checkpoint, items, other, codec, encoder=speaker_encoder)

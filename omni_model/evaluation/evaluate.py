@@ -172,7 +172,10 @@ class Scorer:
         self.encoder = encoder
         self.voices = dict(voices)
         self.names = list(self.voices)
-        self.speakers = torch.stack([voice.speaker for voice in self.voices.values()])  # (V, D)
+        # (V, D); none when only pictures are asked about (replies without speech)
+        self.speakers = (
+            torch.stack([voice.speaker for voice in self.voices.values()]) if voices else None
+        )
 
     def score(self, item: ProbeItem, reply: Reply, sample_rate: int = 24_000) -> ItemResult:
         result = ItemResult(
