@@ -252,6 +252,7 @@ def test_whisper_loads_local_weights_and_never_downloads(tmp_path):
 
 def test_probe_sets_are_deterministic_and_speak_in_the_right_voices(probes):
     again = probe_set()
+    assert not any(item.held_out for item in probes)
     assert probes == again
     assert [p.task for p in probes].count("t2a") == len(t2a_probes())
     assert len({p.item_id for p in probes}) == len(probes)
@@ -320,11 +321,12 @@ def test_probe_items_validate_and_shard_rows_become_items():
 
     turns = [("system", "Be brief."), ("user", "Hi?"), ("assistant", "Hello.")]
     t2a = item_from_row(row("t2a", turns, voice="en-us+f4"))
-    assert (t2a.question, t2a.answers, t2a.voice, t2a.system) == (
+    assert (t2a.question, t2a.answers, t2a.voice, t2a.system, t2a.held_out) == (
         "Hi?",
         ("Hello.",),
         "en-us+f4",
         "Be brief.",
+        True,
     )
     question = [("user", "<image>\nWhat colour is the star?"), ("assistant", "Red.")]
     i2t = item_from_row(row("i2t", question, image_bytes=b"png", voice=None))
@@ -374,7 +376,7 @@ def test_summaries_weigh_items_by_length_and_bucket_by_reply_words():
         scored("t2a", "a", True, 3, chars=10, char_errors=1, length_bucket="short",
                similarity=0.8, other_similarity=0.4, **speech),
         scored("t2a", "b", False, 8, chars=30, char_errors=9, length_bucket="mid",
-               similarity=0.6, other_similarity=0.5, **speech),
+               similarity=0.6, other_similarity=0.5, held_out=True, exact_match=False, **speech),
         scored("a2a", "a", True, 12, chars=60, char_errors=0, length_bucket="long",
                similarity=0.7, other_similarity=0.2, **speech),
         dataclasses.replace(scored("i2t", None, False, 0), exact_match=False, token_accuracy=0.5),
@@ -389,6 +391,9 @@ def test_summaries_weigh_items_by_length_and_bucket_by_reply_words():
     assert metrics["speech/asr_floor_cer"] == pytest.approx(3 / 100)
     assert metrics["i2t/exact_match"] == 0.0 and metrics["i2t/token_accuracy"] == 0.5
     assert metrics["t2a/items"] == 2 and metrics["speech/items"] == 3
+    assert metrics["t2a/exact_match"] == 0.5  # probes and held-out rows together, and apart:
+    assert metrics["t2a/probe_exact_match"] == 1.0 and metrics["t2a/held_out_exact_match"] == 0.0
+    assert "i2t/held_out_exact_match" not in metrics and metrics["i2t/probe_exact_match"] == 0.0
     assert metrics["voice/similarity_seen"] == pytest.approx(0.75)
     assert metrics["voice/similarity_unseen"] == pytest.approx(0.6)
     assert {k: v.rate for k, v in cer_by_length(results).items()} == pytest.approx(

@@ -74,6 +74,12 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     add("--audio-top-k", type=int, default=defaults.audio_top_k)
     add("--repetition-penalty", type=float, default=defaults.audio_repetition_penalty)
     add("--max-steps", type=int, default=defaults.max_steps, help="steps per reply at most")
+    add(
+        "--min-frames-per-token",
+        type=float,
+        default=defaults.min_frames_per_text_token,
+        help="speech may not stop before this many 80 ms frames per reply text token",
+    )
     add("--seed", type=int, default=None, help="fixed seed: the same reply every run")
     add("--system", help="a system prompt")
 
@@ -81,6 +87,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
     if args.max_steps < 1:
         raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
+    if args.min_frames_per_token < 0:
+        raise ValueError(f"--min-frames-per-token may not be negative: {args.min_frames_per_token}")
     return SamplingSettings(
         text_temperature=args.temperature,
         text_top_p=args.top_p,
@@ -88,6 +96,7 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
         audio_top_k=args.audio_top_k,
         audio_repetition_penalty=args.repetition_penalty,
         max_steps=args.max_steps,
+        min_frames_per_text_token=args.min_frames_per_token,
     )
 
 

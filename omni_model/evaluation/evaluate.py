@@ -88,6 +88,7 @@ class ItemResult:
     token_accuracy: float
     audio_seconds: float
     seconds: float
+    held_out: bool = False  # a validation row, not one of the fixed probes
     length_bucket: str | None = None
     transcript: str | None = None  # ASR of the reply's speech
     floor_transcript: str | None = None  # ASR of the espeak-ng rendering of the reply
@@ -190,6 +191,7 @@ class Scorer:
             token_accuracy=token_accuracy(reply.text, item.answers),
             audio_seconds=len(reply.audio) / sample_rate,
             seconds=reply.seconds,
+            held_out=item.held_out,
         )
         if item.task in SPOKEN_TASKS and reply.audio.numel() and normalize_text(reply.text):
             self._score_speech(result, item.voice, reply, sample_rate)
@@ -296,8 +298,10 @@ def similarity_by_voice(results: Sequence[ItemResult]) -> dict[str, tuple[float,
 
 
 def summarize(results: Sequence[ItemResult], voices: Mapping[str, Voice]) -> dict[str, float]:
-    """Flat metrics: `{task}/items|exact_match|token_accuracy|cer`, `speech/...` and
-    `voice/...`. A metric with nothing to average over is left out."""
+    """Flat metrics: `{task}/items|exact_match|token_accuracy|cer` over all items,
+    `{task}/probe_exact_match` and `{task}/held_out_exact_match` over the fixed probes and the
+    validation rows apart, `speech/...` and `voice/...`. A metric with nothing to average over
+    is left out."""
     metrics: dict[str, float | None] = {}
     for task in PROBE_TASKS:
         of_task = [r for r in results if r.task == task]
@@ -306,6 +310,10 @@ def summarize(results: Sequence[ItemResult], voices: Mapping[str, Voice]) -> dic
             metrics[f"{task}/items"] = float(len(of_task))
             metrics[f"{task}/exact_match"] = _mean(float(r.exact_match) for r in of_task)
             metrics[f"{task}/token_accuracy"] = _mean(r.token_accuracy for r in of_task)
+            for part, held_out in (("probe", False), ("held_out", True)):
+                metrics[f"{task}/{part}_exact_match"] = _mean(
+                    float(r.exact_match) for r in of_task if r.held_out == held_out
+                )
         if spoken:
             metrics[f"{task}/cer"] = _total(spoken, "char_errors", "chars").rate
     spoken = [r for r in results if r.chars is not None]

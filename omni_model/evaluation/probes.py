@@ -29,7 +29,8 @@ class ProbeItem:
     the model hears); `answers` are the accepted replies, the first the canonical one.
     `voice` is the espeak-ng voice a spoken reply (T2A, A2A) is asked for, None for I2T,
     which trains without speech; `voice_seen` says whether training speech used that voice.
-    `question_audio` and `image` are encoded files (wav/flac, png/jpeg).
+    `question_audio` and `image` are encoded files (wav/flac, png/jpeg). `held_out` marks a
+    validation row asked beside the fixed probes: its metrics are also reported apart.
     """
 
     item_id: str
@@ -41,6 +42,7 @@ class ProbeItem:
     question_audio: bytes | None = None
     image: bytes | None = None
     system: str | None = None
+    held_out: bool = False
 
     def __post_init__(self) -> None:
         reason = _invalid_reason(self)
@@ -99,4 +101,5 @@ def item_from_row(row: dict, voice_seen: bool = True) -> ProbeItem | None:
         question_audio=audios[0] if audios and row["task"] == "a2a" else None,
         image=image if row["task"] == "i2t" else None,
         system=system,
+        held_out=True,
     )

@@ -38,6 +38,7 @@ COMPARED_METRICS = [
     "validation_audio_loss",
     "stage_seconds",
     "eval/t2a/exact_match",
+    "eval/t2a/probe_exact_match",
     "eval/t2a/token_accuracy",
     "eval/speech/cer",
     "eval/speech/asr_floor_cer",
