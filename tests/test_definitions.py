@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from pipelines.assets.text import TokenizerFile
 from pipelines.assets.training import TrainerResource
@@ -80,3 +81,15 @@ def test_trainer_config_names_the_variant_and_reaches_the_launched_plan(tmp_path
     assert (plan.talker_hidden, plan.moe) == (512, False)
     assert (plan.encoders.audio, plan.encoders.whisper_model) == ("whisper", "/m/b.pt")
     assert plan.encoders.image == "patch"
+
+
+def test_evaluation_config_refuses_an_unknown_asr_constraint_before_any_run():
+    job = defs.resolve_job_def("evaluation_job")
+
+    def run_config(constraint: str) -> dict:
+        return {"ops": {"model_evaluation": {"config": {"asr_constraint": constraint}}}}
+
+    validated = dg.validate_run_config(job, run_config("trigram"))
+    assert validated["ops"]["model_evaluation"]["config"]["asr_constraint"] == "trigram"
+    with pytest.raises(dg.DagsterInvalidConfigError, match="asr_constraint"):
+        dg.validate_run_config(job, run_config("bigram"))

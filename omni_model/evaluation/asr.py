@@ -24,6 +24,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -42,7 +43,8 @@ ASR_RATE = 16_000  # both backends work at 16 kHz
 PAD_SECONDS = 0.3  # pocketsphinx needs silence around the speech to find its edges
 JSGF_RULE_NAME = re.compile(r"<[^<>]*>")
 JSGF_WORD = re.compile(r"[a-z][a-z']*")
-ASR_CONSTRAINTS = ("sentences", "trigram")
+AsrConstraint = Literal["sentences", "trigram"]
+ASR_CONSTRAINTS: tuple[str, ...] = get_args(AsrConstraint)
 
 
 class AsrUnavailableError(CheckpointError):
@@ -95,22 +97,6 @@ class WhisperTranscriber(Transcriber):
         self.name = f"whisper-{Path(name_or_path).name.removesuffix('.pt')}"
         self.model = load_whisper(name_or_path, device, download_root).eval()
 
-    @classmethod
-    def from_sentences(cls, texts: Sequence[str]) -> PocketsphinxTranscriber:
-        """Constrained to hear one of `texts` (normalised), or nothing: the closest sentence
-        wins, so a reply is scored on whether its speech picks out its own text among all the
-        evaluated ones. A text with a word the dictionary lacks could never be heard; it is
-        left out and its words are listed in `unknown_words`."""
-        sentences = {normalize_text(text) for text in texts} - {""}
-        unknown = missing_words({word for sentence in sentences for word in sentence.split()})
-        heard = [sentence for sentence in sentences if not unknown & set(sentence.split())]
-        if not heard:
-            raise ValueError(f"no evaluation text has only dictionary words: {sorted(unknown)}")
-        transcriber = cls.from_grammar(sentence_grammar(heard))
-        transcriber.name = "pocketsphinx-sentences"
-        transcriber.unknown_words = sorted(unknown)
-        return transcriber
-
     def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
         pcm = resample(audio.detach().float().cpu().numpy(), sample_rate, ASR_RATE)
         result = whisper.transcribe(
@@ -143,10 +129,10 @@ def sentence_grammar(sentences: Sequence[str]) -> str:
     )
 
 
-def missing_words(words: set[str]) -> set[str]:
-    """The words pocketsphinx's full dictionary has no pronunciation for."""
+def pronunciations(words: set[str]) -> dict[str, str | None]:
+    """Each word's phones in pocketsphinx's full dictionary, None for a word it lacks."""
     lookup = Decoder(samprate=ASR_RATE, lm=None, loglevel="FATAL")
-    return {word for word in words if not lookup.lookup_word(word)}
+    return {word: lookup.lookup_word(word) or None for word in sorted(words)}
 
 
 class PocketsphinxTranscriber(Transcriber):
@@ -159,11 +145,10 @@ class PocketsphinxTranscriber(Transcriber):
     def __init__(self, words: set[str], *, arpa: str | None = None, jsgf: str | None = None):
         if (arpa is None) == (jsgf is None):
             raise ValueError("give exactly one of a language model (arpa) or a grammar (jsgf)")
-        lookup = Decoder(samprate=ASR_RATE, lm=None, loglevel="FATAL")  # the full dictionary
-        pronunciations = {word: lookup.lookup_word(word) for word in sorted(words)}
+        phones_of = pronunciations(words)
         self.name = "pocketsphinx-trigram" if arpa is not None else "pocketsphinx-grammar"
-        self.unknown_words = sorted(word for word, phones in pronunciations.items() if not phones)
-        known = [f"{word} {phones}" for word, phones in pronunciations.items() if phones]
+        self.unknown_words = sorted(word for word, phones in phones_of.items() if not phones)
+        known = [f"{word} {phones}" for word, phones in phones_of.items() if phones]
         if not known:
             raise ValueError(f"none of the words is in pocketsphinx's dictionary: {sorted(words)}")
         if jsgf is not None and self.unknown_words:
@@ -204,7 +189,8 @@ class PocketsphinxTranscriber(Transcriber):
         evaluated ones. A text with a word the dictionary lacks could never be heard; it is
         left out and its words are listed in `unknown_words`."""
         sentences = {normalize_text(text) for text in texts} - {""}
-        unknown = missing_words({word for sentence in sentences for word in sentence.split()})
+        words = {word for sentence in sentences for word in sentence.split()}
+        unknown = {word for word, phones in pronunciations(words).items() if not phones}
         heard = [sentence for sentence in sentences if not unknown & set(sentence.split())]
         if not heard:
             raise ValueError(f"no evaluation text has only dictionary words: {sorted(unknown)}")
@@ -231,7 +217,7 @@ def build_transcriber(
     whisper_model: str | None = None,
     device: str | torch.device = "cpu",
     download_root: str | None = None,
-    constraint: str = "sentences",
+    constraint: AsrConstraint = "sentences",
 ) -> Transcriber:
     """Whisper when `whisper_model` is given and its weights are here, else pocketsphinx
     constrained by `texts` (the evaluated replies and their reference answers) as whole

@@ -17,7 +17,7 @@ import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from omni_model.evaluation.asr import ASR_CONSTRAINTS, build_transcriber
+from omni_model.evaluation.asr import AsrConstraint, build_transcriber
 from omni_model.evaluation.evaluate import Evaluation, evaluate_checkpoint
 from omni_model.evaluation.probes import ProbeItem, item_from_row
 from omni_model.text.tokenizer import ChatTokenizer
@@ -45,7 +45,7 @@ class EvaluationConfig(dg.Config):
     held_out_per_task: int = 10  # validation rows per task asked beside the probe set
     whisper_model: str | None = None  # a local Whisper checkpoint; None: offline pocketsphinx
     # pocketsphinx hears the evaluated texts as whole sentences, or as a trigram model of them
-    asr_constraint: str = "sentences"
+    asr_constraint: AsrConstraint = "sentences"
     device: str | None = None
 
 
@@ -139,9 +139,6 @@ def model_evaluation(
     chat_tokenizer: TokenizerFile,
     **shards: ShardSet,
 ) -> EvaluationResult:
-    if config.asr_constraint not in ASR_CONSTRAINTS:
-        choices = ", ".join(ASR_CONSTRAINTS)
-        raise dg.Failure(f"asr_constraint {config.asr_constraint!r}: choose one of {choices}")
     checkpoint = final_checkpoint(store, trainer)
     lineage = json.loads((checkpoint / LINEAGE_FILE).read_text())
     items = first_per_task(probe_set(), config.probes_per_task)
