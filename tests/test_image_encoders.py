@@ -1,4 +1,5 @@
-"""Image loading (every bad kind of file), preprocessing, and the two 64-token encoders."""
+"""Image loading (every bad kind of file), preprocessing, the two 64-token encoders, and
+pretraining the patch encoder on per-cell labels."""
 
 import io
 import struct
@@ -9,16 +10,28 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from omni_model.config import OmniConfig
 from omni_model.encoders.errors import CheckpointError
 from omni_model.encoders.image import (
     IMAGE_TOKENS,
     ImageError,
+    PatchImageEncoder,
     SiglipImageEncoder,
     build_image_encoder,
     load_image,
+    normalise,
     preprocess,
+    resize,
+)
+from omni_model.encoders.pretraining import (
+    CellData,
+    CellHead,
+    PretrainSettings,
+    cell_accuracy,
+    cell_pooling,
+    pretrain_image_encoder,
 )
 
 
@@ -94,6 +107,85 @@ def test_preprocess_resizes_to_256_and_scales_to_unit_range():
     pixels = preprocess([white, black])
     assert pixels.shape == (2, 3, 256, 256)
     assert torch.all(pixels[0] == 1.0) and torch.all(pixels[1] == -1.0)
+
+
+def test_resize_keeps_exact_uint8_pixels_that_normalise_scales_like_preprocess():
+    red = Image.new("RGB", (240, 240), (220, 30, 30))
+    pixels = resize([red, noise_image(4)])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (2, 3, 256, 256)
+    assert pixels[0, :, 100, 100].tolist() == [220, 30, 30]
+    assert torch.equal(normalise(pixels), preprocess([red, noise_image(4)]))
+
+
+def test_patch_encoder_saves_and_loads_back_frozen_with_identical_tokens(tmp_path):
+    torch.manual_seed(1)
+    encoder = PatchImageEncoder(40, width=32, layers=1, heads=2)
+    encoder.save(tmp_path / "patch.safetensors", {"note": "made by a test"})
+    loaded = PatchImageEncoder.load(tmp_path / "patch.safetensors")
+    assert (loaded.feature_dim, loaded.shape) == (40, encoder.shape)
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    pixels = preprocess([noise_image(5)])
+    # Frozen, torch takes its fused inference path: equal up to float rounding.
+    torch.testing.assert_close(loaded(pixels), encoder.eval()(pixels), atol=1e-5, rtol=1e-5)
+
+
+def test_patch_encoder_load_names_the_file_and_the_reason(tmp_path):
+    with pytest.raises(CheckpointError, match="no such patch image encoder file"):
+        PatchImageEncoder.load(tmp_path / "missing.safetensors")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match=f"{garbage}: not a loadable patch image encoder"):
+        PatchImageEncoder.load(garbage)
+    other = tmp_path / "other.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(other))
+    with pytest.raises(CheckpointError, match="not a tiny-omni-patch-image-encoder file"):
+        PatchImageEncoder.load(other)
+
+
+def quadrant_pictures(count: int, seed: int) -> CellData:
+    """Pictures of 2 x 2 cells, each empty (white) or filled with one of three colours."""
+    colours = [(255, 255, 255), (220, 30, 30), (30, 150, 60), (40, 80, 220)]
+    labels = torch.randint(0, 4, (count, 4), generator=torch.Generator().manual_seed(seed))
+    pixels = torch.zeros(count, 3, 256, 256, dtype=torch.uint8)
+    for index, row in enumerate(labels.tolist()):
+        for cell, colour in enumerate(row):
+            top, left = 128 * (cell // 2), 128 * (cell % 2)
+            pixels[index, :, top : top + 128, left : left + 128] = torch.tensor(colours[colour])[
+                :, None, None
+            ]
+    return CellData(pixels, {"colour": labels}, {"colour": 4})
+
+
+def test_pretraining_learns_what_is_in_each_cell_of_unseen_pictures():
+    train, test = quadrant_pictures(64, seed=0), quadrant_pictures(32, seed=1)
+    torch.manual_seed(0)
+    encoder = PatchImageEncoder(32, width=32, layers=1, heads=2)
+    assert cell_accuracy(encoder, CellHead(32, 4, {"colour": 4}), test)["colour"] < 0.6
+    losses = []
+    settings = PretrainSettings(steps=40, batch_size=16, lr=3e-3, warmup_steps=5)
+    head = pretrain_image_encoder(encoder, train, settings, lambda step, loss: losses.append(loss))
+    assert len(losses) == 40 and sum(losses[-5:]) < 0.1 * sum(losses[:5])
+    assert cell_accuracy(encoder, head, test)["colour"] > 0.95
+
+
+def test_cell_pooling_averages_the_patches_centred_in_each_cell():
+    weights = cell_pooling(9, 64)  # 3 x 3 cells over 8 x 8 patches: rows of 3, 2, 3 patches
+    assert weights.shape == (9, 64)
+    assert torch.allclose(weights.sum(dim=1), torch.ones(9))
+    assert (weights > 0).sum(dim=0).tolist() == [1] * 64  # each patch in exactly one cell
+    per_cell = (weights > 0).sum(dim=1).tolist()
+    assert per_cell == [9, 6, 9, 6, 4, 6, 9, 6, 9]
+    assert weights[0].reshape(8, 8)[:3, :3].eq(1 / 9).all()  # top-left cell: patches (0..2)^2
+    with pytest.raises(ValueError, match="square grids"):
+        cell_pooling(6, 64)
+
+
+def test_cell_data_refuses_labels_that_do_not_fit():
+    pixels = torch.zeros(2, 3, 256, 256, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="shape"):
+        CellData(pixels, {"colour": torch.zeros(3, 4, dtype=torch.long)}, {"colour": 2})
+    with pytest.raises(ValueError, match=r"ids outside 0\.\.1"):
+        CellData(pixels, {"colour": torch.full((2, 4), 2)}, {"colour": 2})
 
 
 def test_patch_encoder_gives_64_trainable_tokens():

@@ -29,6 +29,7 @@ from omni_model.cli import main
 from omni_model.config import AUDIO_STOP_ID, make_config
 from omni_model.data.sample import IGNORE_INDEX, TEXT_ROW
 from omni_model.encoders.audio import feature_frames
+from omni_model.encoders.image import PatchImageEncoder
 from omni_model.text import ChatTokenizer, train_tokenizer
 from omni_model.text.special_tokens import AUDIO_PLACEHOLDER_ID, IMAGE_PLACEHOLDER_ID
 from omni_model.training.augment import AugmentSettings, augment_speech
@@ -50,11 +51,11 @@ from omni_model.training.data import (
 )
 from omni_model.training.model import EncoderSpec, TrainModel
 from omni_model.training.plans import Plan, get_plan
+from omni_model.training.schedule import cosine_lr
 from omni_model.training.trainer import (
     Callback,
     Trainer,
     TrainSettings,
-    cosine_lr,
     initial_model,
     train_stage,
     window_losses,
@@ -457,6 +458,33 @@ def test_side_encoders_are_chosen_at_launch_without_touching_the_plan(shards, tm
     assert not [k for k in load_file(str(final / WEIGHTS_FILE)) if k.startswith("audio_encoder.")]
     loaded, _ = load_checkpoint(final)
     assert loaded.config.audio_feature_dim == 32  # the Whisper's width feeds the projector
+
+
+def test_a_pretrained_patch_encoder_is_loaded_frozen_and_left_out_of_checkpoints(shards, tmp_path):
+    torch.manual_seed(3)
+    pretrained = PatchImageEncoder(48, width=32)
+    pretrained.save(tmp_path / "patch.safetensors")
+    root, tokenizer_path = shards
+    out = tmp_path / "run"
+    argv = ["train", "--shards", str(root), "--tokenizer", str(tokenizer_path), "--out", str(out)]
+    argv += ["--stages", "text", "t2a", "a2a_proj", "a2a", "i2t", "--max-steps", "2"]
+    patch = ["--patch-model", str(tmp_path / "patch.safetensors")]
+    assert main([*argv, "--workers", "0", "--no-progress", *patch]) == 0
+    final = out / "i2t" / "final"
+    assert read_meta(final)["encoders"]["patch_model"] == str(tmp_path / "patch.safetensors")
+    saved = load_file(str(final / WEIGHTS_FILE))
+    assert not [key for key in saved if key.startswith("image_encoder.")]
+    # The i2t stage trained everything else; the encoder is the file's, bit for bit.
+    loaded, _ = load_checkpoint(final)
+    assert loaded.config.image_feature_dim == 48  # the pretrained encoder's width
+    assert not any(p.requires_grad for p in loaded.image_encoder.parameters())
+    loaded.set_training_mode("all")
+    assert not any(p.requires_grad for p in loaded.image_encoder.parameters())
+    assert any(p.requires_grad for p in loaded.model.vision_projector.parameters())
+    for name, tensor in pretrained.state_dict().items():
+        assert torch.equal(loaded.image_encoder.state_dict()[name], tensor), name
+    before = load_file(str(out / "a2a" / "final" / WEIGHTS_FILE))
+    assert any(not torch.equal(before[k], saved[k]) for k in saved if "vision_projector" in k)
 
 
 def test_cosine_schedule_warms_up_then_falls_to_a_tenth():

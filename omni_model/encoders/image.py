@@ -5,13 +5,16 @@ images) and `preprocess`, which resizes to 256 x 256 and scales to [-1, 1] exact
 SigLIP2's fixed-resolution processor does, so both encoders read the same pixels.
 `feature_dim` is what `OmniConfig.image_feature_dim` must be set to.
 
-- `PatchImageEncoder`: the trainable offline default, 32 x 32 patches -> an 8 x 8 grid.
+- `PatchImageEncoder`: the offline default, 32 x 32 patches -> an 8 x 8 grid. It trains with
+  the model, or is pretrained on its own (`omni_model.encoders.pretraining`), saved as one
+  safetensors file (`save` / `load`) and read frozen, as SigLIP is.
 - `SiglipImageEncoder`: frozen SigLIP2 base patch-32 at 256 (optional `transformers` extra).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import struct
 import warnings
@@ -22,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from omni_model.encoders.errors import CheckpointError
@@ -38,6 +43,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # would be clipped to white by PIL's conversion, and LAB/HSV converted channel by channel.
 SUPPORTED_MODES = frozenset({"1", "L", "P", "LA", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as Hugging Face repo ids are
+PATCH_FORMAT = "tiny-omni-patch-image-encoder"
 
 
 class ImageError(LabelledError):
@@ -86,14 +92,24 @@ def load_image(
 
 def preprocess(images: Image.Image | Sequence[Image.Image], size: int = IMAGE_SIZE) -> torch.Tensor:
     """Images -> (B, 3, size, size) in [-1, 1]: bilinear resize without crop, as SigLIP2."""
+    return normalise(resize(images, size))
+
+
+def resize(images: Image.Image | Sequence[Image.Image], size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Images -> (B, 3, size, size) uint8: a quarter of the memory of `preprocess`'s floats,
+    for holding many pictures (encoder pretraining); `normalise` turns them into its input."""
     if isinstance(images, Image.Image):
         images = [images]
     arrays = [
         np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
         for image in images
     ]
-    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()  # (B, 3, H, W)
-    return pixels / 127.5 - 1.0
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> floats in [-1, 1], the scaling SigLIP2 was trained with."""
+    return pixels.float() / 127.5 - 1.0
 
 
 def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
@@ -142,11 +158,12 @@ class ImageEncoder(nn.Module, ABC):
 
 
 class PatchImageEncoder(ImageEncoder):
-    """Trainable offline encoder: linear embedding of 32 x 32 patches + a small transformer."""
+    """Offline encoder: linear embedding of 32 x 32 patches + a small transformer."""
 
     def __init__(self, feature_dim: int = 768, width: int = 256, layers: int = 2, heads: int = 4):
         super().__init__()
         self.feature_dim = feature_dim
+        self.shape = {"feature_dim": feature_dim, "width": width, "layers": layers, "heads": heads}
         # A stride-32 convolution is a linear map of each flattened 32 x 32 x 3 patch.
         self.embed = nn.Conv2d(3, width, kernel_size=PATCH_SIZE, stride=PATCH_SIZE)
         self.position = nn.Parameter(torch.randn(1, IMAGE_TOKENS, width) * 0.02)
@@ -164,6 +181,31 @@ class PatchImageEncoder(ImageEncoder):
         for block in self.blocks:
             x = block(x)
         return self.out(self.norm(x))
+
+    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+        """One safetensors file: the weights, and the sizes `load` rebuilds the encoder from
+        (plus `metadata`, e.g. how it was pretrained)."""
+        header = {**(metadata or {}), "format": PATCH_FORMAT, "shape": json.dumps(self.shape)}
+        tensors = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
+        save_file(tensors, str(path), metadata=header)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PatchImageEncoder:
+        """The encoder `save` wrote, frozen (no gradients) and in eval mode."""
+        label = str(path)
+        if not Path(path).is_file():
+            raise CheckpointError(label, "no such patch image encoder file")
+        try:
+            with safe_open(label, framework="pt") as weights:
+                header = weights.metadata() or {}
+                if header.get("format") != PATCH_FORMAT:
+                    raise CheckpointError(label, f"not a {PATCH_FORMAT} file (see `save`)")
+                tensors = {name: weights.get_tensor(name) for name in weights.keys()}  # noqa: SIM118
+            encoder = cls(**json.loads(header["shape"]))
+            encoder.load_state_dict(tensors)
+        except (SafetensorError, OSError, KeyError, TypeError, RuntimeError) as error:
+            raise CheckpointError(label, f"not a loadable patch image encoder ({error})") from error
+        return encoder.requires_grad_(False).eval()
 
 
 class SiglipImageEncoder(ImageEncoder):

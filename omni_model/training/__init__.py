@@ -1,4 +1,5 @@
-"""Training: the loss (trainer and stages arrive with the training issue)."""
+"""Training: the loss (`loss`), data from shards (`data`), the model with its side encoders
+(`model`), checkpoints, the stage plans (`plans`), the learning-rate schedule and the trainer."""
 
 from omni_model.training.loss import LossBreakdown, omni_loss
 

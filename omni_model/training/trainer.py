@@ -47,6 +47,7 @@ from omni_model.training.data import ShardData, ShardError, load_tokenizer, shar
 from omni_model.training.loss import LossBreakdown, omni_loss
 from omni_model.training.model import TrainModel
 from omni_model.training.plans import Plan, Stage
+from omni_model.training.schedule import cosine_lr
 
 FINAL = "final"
 LOSS_WINDOW = 10  # steps averaged into a stage's first and final losses
@@ -138,14 +139,6 @@ def pick_device(requested: str | None, place: Distributed) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", place.local_rank)
     return torch.device("cpu")
-
-
-def cosine_lr(step: int, total: int, base: float, warmup: int, min_ratio: float) -> float:
-    """Linear warmup over `warmup` steps, then cosine from base to base * min_ratio."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def make_optimizer(model: nn.Module, stage: Stage) -> torch.optim.AdamW:

@@ -1,0 +1,154 @@
+"""Pretraining the offline patch image encoder: say what is in every cell of a picture.
+
+SigLIP cannot be downloaded here. Trained only through a tiny Thinker's next-token loss,
+the patch encoder learns colours but hardly shapes, so the model cannot answer "What shape
+is the pink one?" about a pair it never saw. Pretrained first with a small head that names
+the attributes (colour, shape) of the object in each grid cell, the encoder tells colours
+and shapes apart, also for pairs it never saw drawn together; the Thinker then reads it
+frozen, as it would read SigLIP.
+
+Labels are one class per cell and attribute, 0 meaning an empty cell, so the head learns
+where things are as well as what they are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omni_model.encoders.image import IMAGE_TOKENS, ImageEncoder, normalise
+from omni_model.training.schedule import cosine_lr
+
+EMPTY = 0  # the label of a cell with nothing in it
+
+
+@dataclass(frozen=True)
+class CellData:
+    """Pictures and what each grid cell holds.
+
+    pixels: (N, 3, 256, 256) uint8 (`omni_model.encoders.image.resize`).
+    labels: attribute -> (N, cells) class ids, `EMPTY` for an empty cell.
+    classes: attribute -> number of classes, `EMPTY` included.
+    """
+
+    pixels: torch.Tensor
+    labels: dict[str, torch.Tensor]
+    classes: dict[str, int]
+
+    def __post_init__(self) -> None:
+        count = len(self.pixels)
+        for name, labels in self.labels.items():
+            if labels.shape[0] != count or labels.shape[1] != self.cells:
+                expected = (count, self.cells)
+                raise ValueError(f"labels {name!r}: shape {tuple(labels.shape)}, not {expected}")
+            if int(labels.max()) >= self.classes[name] or int(labels.min()) < 0:
+                raise ValueError(f"labels {name!r}: ids outside 0..{self.classes[name] - 1}")
+
+    @property
+    def cells(self) -> int:
+        return next(iter(self.labels.values())).shape[1]
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.pixels[index], {name: labels[index] for name, labels in self.labels.items()}
+
+
+class CellHead(nn.Module):
+    """Averages the patch tokens whose centres fall in each grid cell, then one linear
+    classifier per attribute. Small and fixed on purpose: what a cell holds must be in the
+    tokens over it, which is how the Thinker will read them."""
+
+    def __init__(self, feature_dim: int, cells: int, classes: dict[str, int]):
+        super().__init__()
+        self.register_buffer("pooling", cell_pooling(cells, IMAGE_TOKENS), persistent=False)
+        self.classifiers = nn.ModuleDict(
+            {name: nn.Linear(feature_dim, count) for name, count in classes.items()}
+        )
+
+    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """tokens (B, T, D) -> attribute -> logits (B, cells, classes)."""
+        pooled = self.pooling @ tokens  # (B, cells, D)
+        return {name: classify(pooled) for name, classify in self.classifiers.items()}
+
+
+def cell_pooling(cells: int, tokens: int) -> torch.Tensor:
+    """(cells, tokens) weights: each row averages the patches whose centre lies in that cell
+    (both square grids in reading order, e.g. 3 x 3 cells over 8 x 8 patches)."""
+    grid, patches = math.isqrt(cells), math.isqrt(tokens)
+    if grid * grid != cells or patches * patches != tokens or grid > patches:
+        raise ValueError(f"{cells} cells over {tokens} patch tokens: both must be square grids")
+    centre_cell = ((torch.arange(patches) + 0.5) * grid / patches).long()  # per patch row/col
+    cell_of = (centre_cell[:, None] * grid + centre_cell[None, :]).flatten()  # (tokens,)
+    weights = (cell_of[None, :] == torch.arange(cells)[:, None]).float()
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    steps: int = 4000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    seed: int = 0
+
+
+def cell_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed over attributes: cross-entropy over every cell, empty ones included."""
+    return sum(
+        F.cross_entropy(logits[name].flatten(0, 1), labels[name].flatten()) for name in logits
+    )
+
+
+def pretrain_image_encoder(
+    encoder: ImageEncoder,
+    data: CellData,
+    settings: PretrainSettings = PretrainSettings(),
+    on_step: Callable[[int, float], None] | None = None,
+) -> CellHead:
+    """Train `encoder` (in place) and a new `CellHead` to name every cell's attributes;
+    `on_step(step, loss)` after each step. Returns the head, for `cell_accuracy`."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    head = CellHead(encoder.feature_dim, data.cells, data.classes)
+    parameters = [*encoder.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.01)
+    encoder.train()
+    for step in range(settings.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(
+                step, settings.steps, settings.lr, settings.warmup_steps, settings.min_lr_ratio
+            )
+        index = torch.randint(0, len(data.pixels), (settings.batch_size,), generator=generator)
+        pixels, labels = data.batch(index)
+        loss = cell_loss(head(encoder(normalise(pixels))), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        if on_step is not None:
+            on_step(step, loss.item())
+    return head.eval()
+
+
+@torch.no_grad()
+def cell_accuracy(
+    encoder: ImageEncoder, head: CellHead, data: CellData, batch_size: int = 64
+) -> dict[str, float]:
+    """Per attribute: the share of occupied cells whose class the head names right."""
+    encoder.eval()
+    right = {name: 0 for name in data.labels}
+    occupied = {name: 0 for name in data.labels}
+    for start in range(0, len(data.pixels), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(data.pixels)))
+        pixels, labels = data.batch(index)
+        logits = head(encoder(normalise(pixels)))
+        for name, truth in labels.items():
+            mask = truth != EMPTY
+            right[name] += int((logits[name].argmax(-1) == truth)[mask].sum())
+            occupied[name] += int(mask.sum())
+    return {name: right[name] / max(1, occupied[name]) for name in data.labels}
