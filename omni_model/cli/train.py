@@ -72,6 +72,10 @@ def register(subparsers) -> None:
     parser.add_argument("--whisper-model", help="Whisper checkpoint file (or a cached name)")
     parser.add_argument("--image-encoder", choices=IMAGE_ENCODERS, help="default: the plan's")
     parser.add_argument("--siglip-model", help="SigLIP2 folder (or a cached hub name)")
+    parser.add_argument(
+        "--patch-model",
+        help="a pretrained patch image encoder file (the patch_image_encoder asset), frozen",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         whisper_model=args.whisper_model,
         image_encoder=args.image_encoder,
         siglip_model=args.siglip_model,
+        patch_model=args.patch_model,
     )
     settings = TrainSettings(
         device=args.device,

@@ -1,8 +1,9 @@
 """The model as trained: OmniModel plus the side encoders that feed its projectors.
 
 The offline encoders (log-mel audio, patch image) start random, so they train with the
-model and live in its checkpoints. Whisper and SigLIP are frozen and loaded from their own
-checkpoints: their weights are left out of ours, by name (`frozen_prefixes`).
+model and live in its checkpoints. Whisper, SigLIP and a pretrained patch image encoder
+(`EncoderSpec.patch_model`) are frozen and loaded from their own files: their weights are
+left out of ours, by name (`frozen_prefixes`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ class EncoderSpec:
     width: int = 256
     whisper_model: str | None = None
     siglip_model: str | None = None
+    patch_model: str | None = None  # a pretrained patch encoder file: loaded, frozen
+
+    @property
+    def frozen(self) -> dict[str, bool]:
+        """State-dict prefix -> whether that side encoder is frozen (loaded from its file)."""
+        return {
+            "audio_encoder.": self.audio == FROZEN_ENCODERS["audio_encoder."],
+            "image_encoder.": self.image == FROZEN_ENCODERS["image_encoder."]
+            or (self.image == "patch" and self.patch_model is not None),
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +62,8 @@ def audio_encoder(spec: EncoderSpec, feature_dim: int) -> AudioEncoder:
 
 
 def image_encoder(spec: EncoderSpec, feature_dim: int) -> ImageEncoder:
+    if spec.image == "patch" and spec.patch_model:
+        return PatchImageEncoder.load(spec.patch_model)
     if spec.image == "patch":
         return PatchImageEncoder(feature_dim, width=spec.width)
     return build_image_encoder(spec.image, siglip_model=spec.siglip_model or SIGLIP2_MODEL)
@@ -75,17 +88,17 @@ class TrainModel(nn.Module):
     @property
     def frozen_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes of frozen side encoders: never saved, never expected."""
-        kinds = {"audio_encoder.": self.encoders.audio, "image_encoder.": self.encoders.image}
-        return tuple(p for p, kind in kinds.items() if kind == FROZEN_ENCODERS[p])
+        return tuple(prefix for prefix, frozen in self.encoders.frozen.items() if frozen)
 
     def set_training_mode(self, mode: str) -> None:
         """OmniModel's modes; a trainable offline encoder trains with its projector."""
         self.model.set_training_mode(mode)
+        frozen = self.encoders.frozen
         self.audio_encoder.requires_grad_(
-            mode in ("all", "audio_proj") and self.encoders.audio == "logmel"
+            mode in ("all", "audio_proj") and not frozen["audio_encoder."]
         )
         self.image_encoder.requires_grad_(
-            mode in ("all", "vision_proj") and self.encoders.image == "patch"
+            mode in ("all", "vision_proj") and not frozen["image_encoder."]
         )
 
     def forward(self, batch: dict[str, torch.Tensor], text_only: bool = False) -> OmniOutput:

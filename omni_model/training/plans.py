@@ -120,15 +120,18 @@ class Plan:
         whisper_model: str | None = None,
         image_encoder: str | None = None,
         siglip_model: str | None = None,
+        patch_model: str | None = None,
     ) -> Plan:
         """The same stages for a model variant (the sweep's Talker width, dense or MoE) and
         other side encoders (None keeps the plan's): `whisper` with a local `whisper_model`
-        checkpoint for question audio, `siglip` with `siglip_model` for images."""
+        checkpoint for question audio, `siglip` with `siglip_model` for images, or the `patch`
+        encoder pretrained into the `patch_model` file (frozen, instead of trained)."""
         choices = {
             "audio": audio_encoder,
             "whisper_model": whisper_model,
             "image": image_encoder,
             "siglip_model": siglip_model,
+            "patch_model": patch_model,
         }
         encoders = dataclasses.replace(
             self.encoders, **{key: value for key, value in choices.items() if value is not None}
