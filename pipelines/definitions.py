@@ -13,6 +13,7 @@ from pipelines.assets import (
     text,
     training,
     variants,
+    vision,
     voices,
 )
 from pipelines.assets.training import TrainerResource
@@ -21,7 +22,7 @@ from pipelines.jobs import JOBS
 from pipelines.resources import REPO_ROOT, CodecResource, StoreResource
 
 DATA_MODULES = [corpora, speech, codes, text, voices, shards, reference, catalog]
-ASSET_MODULES = [*DATA_MODULES, training, variants, evaluation]
+ASSET_MODULES = [*DATA_MODULES, vision, training, variants, evaluation]
 ASSETS = dg.load_assets_from_modules(ASSET_MODULES)
 CHECKS = dg.load_asset_checks_from_modules(ASSET_MODULES)
 

@@ -25,6 +25,11 @@ shards_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("text", "voices", "shards", "catalog"),
     description="Tokenizer, voices, T2A/A2A/I2T/text shards and the DuckDB catalog.",
 )
+image_encoder_job = dg.define_asset_job(
+    "image_encoder_job",
+    selection=dg.AssetSelection.groups("vision"),
+    description="Pretrain the offline patch image encoder on drawn pictures.",
+)
 training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.assets("thinker_text", "omni_t2a", "omni_a2a", "omni_i2t"),
@@ -46,6 +51,7 @@ JOBS = (
     codec_job,
     codes_job,
     shards_job,
+    image_encoder_job,
     training_job,
     evaluation_job,
     variant_sweep_job,

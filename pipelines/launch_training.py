@@ -46,6 +46,7 @@ class TrainingRequest:
     whisper_model: str | None = None
     image_encoder: str | None = None
     siglip_model: str | None = None
+    patch_model: str | None = None  # a pretrained patch image encoder file (frozen)
     max_steps: int | None = None
     device: str | None = None
     resume: bool = False
@@ -62,6 +63,7 @@ class TrainingRequest:
             whisper_model=self.whisper_model,
             image_encoder=self.image_encoder,
             siglip_model=self.siglip_model,
+            patch_model=self.patch_model,
         )
 
 

@@ -61,9 +61,13 @@ def run_job(
     )
     if not result.success:
         raise SystemExit(f"{job_name} ({partition_key or 'all'}) failed: see `dagster dev`")
-    failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
-    if failed:
-        raise SystemExit(f"{job_name} ({partition_key or 'all'}): checks failed: {failed}")
+    failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
+    errors = [c.check_name for c in failed if c.severity == dg.AssetCheckSeverity.ERROR]
+    if errors:
+        raise SystemExit(f"{job_name} ({partition_key or 'all'}): checks failed: {errors}")
+    for check in failed:  # WARN severity: a quality shortfall the run goes on with
+        figures = {key: value.value for key, value in check.metadata.items()}
+        print(f"warning: check {check.check_name} failed: {figures}", flush=True)
     return result
 
 
@@ -83,6 +87,11 @@ def run_buckets(store_root: str, job_name: str, workers: int) -> None:
     # OpenMP (the codec fit runs in this process before the code buckets do).
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(run_bucket, [store_root] * len(keys), [job_name] * len(keys), keys))
+
+
+# Image encoder pretraining per corpus size (others: the asset's defaults). `tiny` only
+# checks the wiring, in seconds.
+ENCODER_PRETRAINING = {"tiny": {"pictures": 64, "test_pictures": 16, "steps": 20}}
 
 
 def default_workers() -> int:
@@ -109,8 +118,10 @@ def run_pipeline(
     ]
     if trainer is not None:
         jobs = [(f"training ({trainer.plan})", "training_job"), ("evaluation", "evaluation_job")]
+        if trainer.pretrained_image_encoder:
+            jobs.insert(0, ("image encoder", "image_encoder_job"))
         for name, job in jobs:
-            steps.append((name, partial(run_job, store_root, job, trainer=trainer)))
+            steps.append((name, partial(run_job, store_root, job, asset_config, trainer=trainer)))
     durations = {}
     for name, step in steps:
         started = time.perf_counter()
@@ -155,7 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plan", default="tiny", help="training plan, or `none` for data only")
     parser.add_argument("--max-steps", type=int, help="cap every training stage (smoke runs)")
     args = parser.parse_args(argv)
-    config = {"generated_corpus": {"size": args.size}}
+    config = {
+        "generated_corpus": {"size": args.size},
+        "patch_image_encoder": ENCODER_PRETRAINING.get(args.size, {}),
+    }
     trainer = None
     if args.plan != "none":
         trainer = TrainerResource(plan=args.plan, max_steps=args.max_steps)

@@ -142,11 +142,14 @@ def store(tmp_path_factory) -> Iterator[Path]:
 
 
 STEPS = 3  # per stage: enough to log, checkpoint and register, not to learn
+TINY_ENCODER = {"pictures": 16, "test_pictures": 8, "steps": 3}
 
 
 @pytest.fixture(scope="session")
 def trained(store) -> dict:
-    """The training job over the tiny shards, each stage capped at a few steps."""
+    """The training job over the tiny shards, each stage capped at a few steps, around an
+    image encoder pretrained for a few steps."""
+    run_job(str(store), "image_encoder_job", {"patch_image_encoder": TINY_ENCODER})
     result = run_job(str(store), "training_job", trainer=TrainerResource(max_steps=STEPS))
     return {
         event.asset_key.to_user_string(): event.materialization.metadata

@@ -59,7 +59,7 @@ def test_training_follows_the_shards_and_automation_starts_switched_off():
         name: {key.to_user_string() for key in graph.get(dg.AssetKey(name)).parent_keys}
         for name in ("thinker_text", "omni_t2a", "omni_a2a", "omni_i2t")
     }
-    assert "text_shards" in upstream["thinker_text"]
+    assert {"text_shards", "patch_image_encoder"} <= upstream["thinker_text"]
     assert {"t2a_shards", "thinker_text"} <= upstream["omni_t2a"]
     assert {"a2a_shards", "omni_t2a"} <= upstream["omni_a2a"]
     assert {"i2t_shards", "omni_a2a"} <= upstream["omni_i2t"]
@@ -81,6 +81,27 @@ def test_trainer_config_names_the_variant_and_reaches_the_launched_plan(tmp_path
     assert (plan.talker_hidden, plan.moe) == (512, False)
     assert (plan.encoders.audio, plan.encoders.whisper_model) == ("whisper", "/m/b.pt")
     assert plan.encoders.image == "patch"
+
+
+def test_only_a_plan_reading_images_through_the_patch_encoder_asks_for_the_pretrained_one():
+    instance = dg.DagsterInstance.ephemeral()
+    assert TrainerResource(image_encoder="siglip").pretrained_patch_encoder(instance) is None
+    scratch = TrainerResource(pretrained_image_encoder=False)
+    assert scratch.pretrained_patch_encoder(instance) is None
+    with pytest.raises(dg.Failure, match="materialize `patch_image_encoder`"):
+        TrainerResource().pretrained_patch_encoder(instance)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "patch_image_encoder",
+            metadata={"encoder_file": dg.MetadataValue.path("/store/encoders/patch-1.safetensors")},
+        )
+    )
+    found = TrainerResource().pretrained_patch_encoder(instance)
+    assert found == "/store/encoders/patch-1.safetensors"
+    tokenizer = TokenizerFile("/store/tokenizer.json", "tok-1", 400)
+    store = StoreResource(root="/store")
+    request = TrainerResource().request(store, "run-1", ["text"], tokenizer, [], found)
+    assert request.plan_variant().encoders.patch_model == found
 
 
 def test_evaluation_config_refuses_an_unknown_asr_constraint_before_any_run():

@@ -16,7 +16,13 @@ from scipy import ndimage
 
 from omni_model.tts import VOICES
 from pipelines.records import TASKS, RawRecord, Rejected, read_tars, validate, write_tars
-from pipelines.sources.generated import SHAPE_COLOURS, SIZES, CorpusSettings, generate_corpus
+from pipelines.sources.generated import (
+    SHAPE_COLOURS,
+    SHAPES,
+    SIZES,
+    CorpusSettings,
+    generate_corpus,
+)
 from pipelines.speech import (
     answer_voice,
     question_voice,
@@ -122,6 +128,29 @@ def test_arithmetic_replies_are_correct_and_use_numbers_from_the_conversation(co
                 said.add(int(result))
                 checked += 1
     assert checked >= 8
+
+
+SHAPE_TALK = re.compile(r"I drew a (\w+) (\w+)\. What (colour|shape) is the (\w+)(?: one)?\?")
+
+
+def test_shape_talk_is_text_only_and_asks_back_what_it_names():
+    settings = CorpusSettings(t2a=100, a2a=0, i2t=0, text=200, multi_turn_share=0.0)
+    records = [item for item in generate_corpus(settings) if isinstance(item, RawRecord)]
+    talk = Counter()
+    for record in records:
+        for question, reply in exchanges(record):
+            if not (match := SHAPE_TALK.fullmatch(question)):
+                continue
+            assert record.task == "text", record.sample_id
+            colour, kind, asked, named = match.groups()
+            assert colour in SHAPE_COLOURS and kind in SHAPES
+            if asked == "colour":
+                assert named == kind and reply == f"The {kind} is {colour}."
+            else:
+                assert named == colour and reply == f"The {colour} shape is a {kind}."
+            talk[asked] += 1
+    # A fifth of single turns (weight 6 of 29): about 40 of 200 text rows, both questions.
+    assert 25 <= sum(talk.values()) <= 60 and min(talk.values()) >= 10, talk
 
 
 def test_count_replies_match_the_shapes_in_the_pixels(corpus):

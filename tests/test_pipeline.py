@@ -17,9 +17,11 @@ import torch
 from conftest import GOOD_CLIPS, STEPS
 from mlflow import MlflowClient
 from PIL import Image
+from safetensors.torch import load_file
 
 from omni_model.quantization import load_codec
 from omni_model.text import ChatTokenizer
+from omni_model.training.checkpoint import read_meta
 from omni_model.training.plans import tiny_plan
 from pipelines.assets.shards import REFERENCE_COLUMNS, SHARD_SCHEMA
 from pipelines.automation import SHARD_ASSETS, shard_hashes
@@ -138,6 +140,13 @@ def test_training_assets_report_their_mlflow_runs_and_checkpoints(store, trained
         assert metadata["final_loss"].value > 0
     assert trained["omni_a2a"]["checkpoint"].value.endswith("a2a/final")
     assert trained["omni_i2t"]["model_version"].value == 1
+    # Every stage reads images through the pretrained encoder file, frozen and not copied.
+    (encoder_file,) = (store / "encoders").glob("patch-*.safetensors")
+    for metadata in trained.values():
+        checkpoint = Path(metadata["checkpoint"].value)
+        assert read_meta(checkpoint)["encoders"]["patch_model"] == str(encoder_file)
+        weights = load_file(str(checkpoint / "model.safetensors"))
+        assert not [key for key in weights if key.startswith("image_encoder.")]
 
 
 def test_mlflow_holds_one_plan_run_with_a_nested_run_per_stage(store, trained):

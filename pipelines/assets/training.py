@@ -4,7 +4,9 @@
 asset trains its stages from the previous asset's final checkpoint, in a process started
 through dagster-pipes (`pipelines.launch_training`), which logs to MLflow and streams its
 progress into the Dagster run. The plan and model variant are the `trainer` resource's config,
-so one launchpad setting covers every stage of a run.
+so one launchpad setting covers every stage of a run. The first stage builds the model, so it
+also picks the image encoder: the pretrained `patch_image_encoder`, frozen, by default; later
+stages carry it on in their checkpoints.
 """
 
 import dataclasses
@@ -56,6 +58,9 @@ class TrainerResource(dg.ConfigurableResource):
     whisper_model: str | None = None  # a local Whisper checkpoint file, or a cached name
     image_encoder: str | None = None  # "siglip" (frozen, siglip_model) or "patch"; None: plan's
     siglip_model: str | None = None  # a local SigLIP2 folder, or a cached hub name
+    # The patch image encoder: pretrained by the `patch_image_encoder` asset and frozen;
+    # False trains it from scratch with the model.
+    pretrained_image_encoder: bool = True
     max_steps: int | None = None  # caps every stage (smoke runs)
     device: str | None = None  # None: cuda when available, else cpu
     resume: bool = False  # continue an interrupted stage from its latest step checkpoint
@@ -76,8 +81,10 @@ class TrainerResource(dg.ConfigurableResource):
         stages: list[str],
         tokenizer: TokenizerFile,
         shard_sets: list[ShardSet],
+        patch_model: str | None = None,
     ) -> TrainingRequest:
-        """The launch description for `stages` of this resource's plan variant."""
+        """The launch description for `stages` of this resource's plan variant (with the
+        pretrained patch image encoder file `patch_model`, if one is given)."""
         plan = get_plan(self.plan)
         return TrainingRequest(
             store_root=str(store.path()),
@@ -93,6 +100,7 @@ class TrainerResource(dg.ConfigurableResource):
             whisper_model=self.whisper_model,
             image_encoder=self.image_encoder,
             siglip_model=self.siglip_model,
+            patch_model=patch_model,
             max_steps=self.max_steps,
             device=self.device,
             resume=self.resume,
@@ -100,6 +108,20 @@ class TrainerResource(dg.ConfigurableResource):
             inputs=[shard_input(shard_set) for shard_set in shard_sets if shard_set.rows],
             tags={"dagster_run_id": launch_id, "tokenizer_id": tokenizer.tokenizer_id},
         )
+
+    def pretrained_patch_encoder(self, instance: dg.DagsterInstance) -> str | None:
+        """The newest `patch_image_encoder` file, when this plan variant reads images through
+        a pretrained patch encoder (None otherwise)."""
+        image = self.image_encoder or get_plan(self.plan).encoders.image
+        if not self.pretrained_image_encoder or image != "patch":
+            return None
+        event = instance.get_latest_materialization_event(dg.AssetKey("patch_image_encoder"))
+        if event is None or event.asset_materialization is None:
+            raise dg.Failure(
+                "no pretrained image encoder yet: materialize `patch_image_encoder` (the "
+                "vision group) first, or set the trainer's pretrained_image_encoder to false"
+            )
+        return str(event.asset_materialization.metadata["encoder_file"].value)
 
 
 def shard_input(shard_set: ShardSet) -> dict:
@@ -117,7 +139,8 @@ def shard_input(shard_set: ShardSet) -> dict:
 
 
 def training_asset(name: str, stages: list[str], task: str, after: str | None, description: str):
-    """An asset training `stages` on `task`'s shards, after the `after` asset's checkpoint."""
+    """An asset training `stages` on `task`'s shards, after the `after` asset's checkpoint
+    (the first, without `after`, builds the model around the pretrained image encoder)."""
     shard_assets = [f"{task}_shards", "reference_shards"]
     ins = {name: dg.AssetIn() for name in ["chat_tokenizer", *shard_assets]}
 
@@ -125,7 +148,7 @@ def training_asset(name: str, stages: list[str], task: str, after: str | None, d
         name=name,
         group_name="training",
         ins=ins,
-        deps=[after] if after else [],
+        deps=[after] if after else ["patch_image_encoder"],
         kinds={"pytorch", "mlflow"},
         description=description,
     )
@@ -137,8 +160,9 @@ def training_asset(name: str, stages: list[str], task: str, after: str | None, d
         chat_tokenizer: TokenizerFile,
         **shards: ShardSet,
     ) -> dg.MaterializeResult:
+        patch_model = None if after else trainer.pretrained_patch_encoder(context.instance)
         request = trainer.request(
-            store, context.run.run_id, stages, chat_tokenizer, [*shards.values()]
+            store, context.run.run_id, stages, chat_tokenizer, [*shards.values()], patch_model
         )
         invocation = launch(pipes_subprocess_client, context, request)
         return invocation.get_materialize_result()
@@ -160,5 +184,5 @@ omni_a2a = training_asset(
     "Spoken questions: the audio projector alone, then everything at a low learning rate.",
 )
 omni_i2t = training_asset(
-    "omni_i2t", ["i2t"], "i2t", "omni_a2a", "Images in, text out: the vision projector."
+    "omni_i2t", ["i2t"], "i2t", "omni_a2a", "Images in, text out (the tiny plan: everything)."
 )
