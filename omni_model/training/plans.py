@@ -209,7 +209,7 @@ def tiny_plan() -> Plan:
                 "a2a", "a2a", "all", 1e-3, 8, 384, max_steps=150, mix=("t2a", "text"), **common
             ),
             Stage(
-                "i2t", "i2t", "all", 1e-3, 8, 384, max_steps=1500, text_only=True,
+                "i2t", "i2t", "all", 1e-3, 8, 384, max_steps=4500, text_only=True,
                 mix=("t2a", "a2a", "text"), mix_share=1.0, **common,
             ),
         ),
