@@ -118,7 +118,7 @@ def run_pipeline(
     ]
     if trainer is not None:
         jobs = [(f"training ({trainer.plan})", "training_job"), ("evaluation", "evaluation_job")]
-        if trainer.pretrained_image_encoder:
+        if trainer.uses_pretrained_patch_encoder():
             jobs.insert(0, ("image encoder", "image_encoder_job"))
         for name, job in jobs:
             steps.append((name, partial(run_job, store_root, job, asset_config, trainer=trainer)))

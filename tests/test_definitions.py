@@ -85,7 +85,9 @@ def test_trainer_config_names_the_variant_and_reaches_the_launched_plan(tmp_path
 
 def test_only_a_plan_reading_images_through_the_patch_encoder_asks_for_the_pretrained_one():
     instance = dg.DagsterInstance.ephemeral()
-    assert TrainerResource(image_encoder="siglip").pretrained_patch_encoder(instance) is None
+    siglip = TrainerResource(image_encoder="siglip")
+    assert not siglip.uses_pretrained_patch_encoder()
+    assert siglip.pretrained_patch_encoder(instance) is None
     scratch = TrainerResource(pretrained_image_encoder=False)
     assert scratch.pretrained_patch_encoder(instance) is None
     with pytest.raises(dg.Failure, match="materialize `patch_image_encoder`"):

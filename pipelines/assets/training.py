@@ -109,11 +109,15 @@ class TrainerResource(dg.ConfigurableResource):
             tags={"dagster_run_id": launch_id, "tokenizer_id": tokenizer.tokenizer_id},
         )
 
+    def uses_pretrained_patch_encoder(self) -> bool:
+        """Whether this plan variant reads images through the pretrained patch encoder."""
+        image = self.image_encoder or get_plan(self.plan).encoders.image
+        return self.pretrained_image_encoder and image == "patch"
+
     def pretrained_patch_encoder(self, instance: dg.DagsterInstance) -> str | None:
         """The newest `patch_image_encoder` file, when this plan variant reads images through
-        a pretrained patch encoder (None otherwise)."""
-        image = self.image_encoder or get_plan(self.plan).encoders.image
-        if not self.pretrained_image_encoder or image != "patch":
+        it (None otherwise)."""
+        if not self.uses_pretrained_patch_encoder():
             return None
         event = instance.get_latest_materialization_event(dg.AssetKey("patch_image_encoder"))
         if event is None or event.asset_materialization is None:
@@ -184,5 +188,5 @@ omni_a2a = training_asset(
     "Spoken questions: the audio projector alone, then everything at a low learning rate.",
 )
 omni_i2t = training_asset(
-    "omni_i2t", ["i2t"], "i2t", "omni_a2a", "Images in, text out (the tiny plan: everything)."
+    "omni_i2t", ["i2t"], "i2t", "omni_a2a", "Images in, text out (the image encoder frozen)."
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import torch
+from tqdm import tqdm
 
 from omni_model.encoders.image import PatchImageEncoder, load_image, resize
 from omni_model.encoders.pretraining import (
@@ -62,7 +63,8 @@ def labelled_pictures(count: int, seed: int, held_out: bool) -> CellData:
     rng = random.Random(f"patch-encoder/{seed}/{'held-out' if held_out else 'train'}")
     pixels = torch.zeros(count, 3, 256, 256, dtype=torch.uint8)
     labels = {name: torch.full((count, GRID * GRID), EMPTY) for name in ATTRIBUTES}
-    for index in range(count):
+    label = "held-out pictures" if held_out else "pictures"
+    for index in tqdm(range(count), desc=f"drawing {label}", unit=" pictures", mininterval=2.0):
         picture, shapes = labelled_picture(rng, held_out)
         pixels[index] = resize(load_image(picture))[0]
         for shape in shapes:
