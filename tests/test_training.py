@@ -600,9 +600,9 @@ def test_tiny_plan_runs_every_stage_and_losses_fall(shards, tmp_path, capsys):
         return result["final_losses"][key] / result["first_losses"][key]
 
     # Each stage's new objective falls clearly (the T2A text is already learned by the text
-    # stage, which mixes in T2A conversations).
+    # stage, which mixes in T2A conversations; T2A's low rate slows its first 40 steps).
     assert drop("text", "text_loss") < 0.3
-    assert drop("t2a", "audio_loss") < 0.6
+    assert drop("t2a", "audio_loss") < 0.8
     assert drop("a2a", "audio_loss") < 0.8 and drop("a2a", "text_loss") < 1.0
     assert drop("i2t", "text_loss") < 0.6
     # a2a_proj trains the audio projector and encoder only: a frozen tiny Thinker learns
