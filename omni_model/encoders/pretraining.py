@@ -7,8 +7,8 @@ the attributes (colour, shape) of the object in each grid cell, the encoder tell
 and shapes apart, also for pairs it never saw drawn together; the Thinker then reads it
 frozen, as it would read SigLIP.
 
-Labels are one class per cell and attribute, 0 meaning an empty cell, so the head learns
-where things are as well as what they are.
+Labels are one class per cell and attribute, 0 meaning an empty cell, so the encoder learns
+which cells are empty as well as what the others hold.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class CellData:
     classes: dict[str, int]
 
     def __post_init__(self) -> None:
+        if not self.labels:
+            raise ValueError("cell data needs labels for at least one attribute")
         count = len(self.pixels)
         for name, labels in self.labels.items():
             if labels.shape[0] != count or labels.shape[1] != self.cells:
@@ -89,6 +91,8 @@ def cell_pooling(cells: int, tokens: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class PretrainSettings:
+    """AdamW with warm-up and cosine decay; `seed` fixes the head's weights and the batches."""
+
     steps: int = 4000
     batch_size: int = 32
     lr: float = 1e-3
