@@ -19,7 +19,7 @@ from whisper.model import ModelDimensions, Whisper
 from omni_model.quantization import OfflineCodec
 from omni_model.tts import synthesize
 from pipelines.assets.training import TrainerResource
-from pipelines.run import run_job, run_pipeline
+from pipelines.run import ENCODER_PRETRAINING, run_job, run_pipeline
 
 # A Whisper small enough to build in milliseconds: 16 encoder positions = 0.32 s windows.
 TINY_WHISPER_DIMS = ModelDimensions(
@@ -142,14 +142,14 @@ def store(tmp_path_factory) -> Iterator[Path]:
 
 
 STEPS = 3  # per stage: enough to log, checkpoint and register, not to learn
-TINY_ENCODER = {"pictures": 16, "test_pictures": 8, "steps": 3}
 
 
 @pytest.fixture(scope="session")
 def trained(store) -> dict:
     """The training job over the tiny shards, each stage capped at a few steps, around an
     image encoder pretrained for a few steps."""
-    run_job(str(store), "image_encoder_job", {"patch_image_encoder": TINY_ENCODER})
+    encoder = {"patch_image_encoder": ENCODER_PRETRAINING["tiny"]}
+    run_job(str(store), "image_encoder_job", encoder)
     result = run_job(str(store), "training_job", trainer=TrainerResource(max_steps=STEPS))
     return {
         event.asset_key.to_user_string(): event.materialization.metadata

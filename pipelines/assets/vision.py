@@ -37,17 +37,18 @@ MIN_ACCURACY = {"colour": 0.9, "shape": 0.6}
 
 
 class PatchEncoderConfig(dg.Config):
-    """How many pictures and steps; `width` and `feature_dim` must suit the plan trained
-    with it (64 and 64 for `tiny`). Defaults: about 4 minutes on 2 cores."""
+    """How many pictures and steps (optimisation defaults: `PretrainSettings`'s); `width` and
+    `feature_dim` must suit the plan trained with it (64 and 64 for `tiny`). Defaults: about
+    4 minutes on 2 cores."""
 
     pictures: int = 10_000
     test_pictures: int = 300
-    steps: int = 4_000
-    batch_size: int = 32
-    lr: float = 1e-3
+    steps: int = PretrainSettings.steps
+    batch_size: int = PretrainSettings.batch_size
+    lr: float = PretrainSettings.lr
     width: int = 64
     feature_dim: int = 64
-    seed: int = 0
+    seed: int = PretrainSettings.seed
 
 
 @dataclass
