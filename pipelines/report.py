@@ -114,7 +114,8 @@ def write_report(result: EvaluatedModel, folder: Path) -> str:
     intro = (
         f"Checkpoint run `{result.mlflow_run_id}`, {len(items)} items; speech read by "
         f"{result.transcriber} (its floor, the CER on espeak-ng renderings of the same "
-        "texts, is `speech/asr_floor_cer`)."
+        "texts, is `speech/asr_floor_cer`; the codec's, the CER on those renderings encoded "
+        "and decoded by the model's codec, `speech/codec_floor_cer`)."
     )
     markdown = "\n\n".join(
         [f"# Evaluation\n\n{intro}"]

@@ -359,10 +359,35 @@ def test_a_perfect_reply_scores_perfectly(speaker_encoder, voices):
     assert result.similarity > result.other_similarity + 0.05
     metrics = summarize([result], voices)
     assert metrics["t2a/exact_match"] == 1.0 and metrics["speech/cer"] == 0.0
+    assert "speech/codec_floor_cer" not in metrics  # no codec given to the scorer
     assert metrics["speech/cer_mid"] == 0.0 and "speech/cer_short" not in metrics
     assert metrics["voice/similarity_seen"] == pytest.approx(result.similarity)
     assert "voice/similarity_unseen" not in metrics
     assert -1.0 <= metrics["voice/different_voices"] < 1.0
+
+
+def test_the_codec_floor_reads_the_rendering_through_the_codec(speaker_encoder, voices, codec):
+    transcriber = PocketsphinxTranscriber.from_sentences(ANSWERS)
+    answer = "The capital of France is Paris."
+    item = ProbeItem("floor", "t2a", "What is the capital of France?", (answer,), "en-us+f2")
+    # The voice the fixture's codec was fitted on for this sentence: the round trip is close.
+    reply = Reply(answer, synthesize(normalize_text(answer), "en-us+f2"), seconds=1.0)
+    good = Scorer(transcriber, speaker_encoder, voices, codec).score(item, reply)
+    assert good.codec_transcript == "the capital of france is paris"
+    assert good.codec_char_errors == 0
+    # A codec whose every code decodes to its codebook's mean frame cannot carry words.
+    mean_frames = codec.codebooks.mean(dim=1, keepdim=True).expand_as(codec.codebooks)
+    flat = Scorer(transcriber, speaker_encoder, voices, OfflineCodec(mean_frames.clone()))
+    bad = flat.score(item, reply)
+    assert bad.codec_char_errors > bad.chars / 2
+    assert (
+        (bad.transcript, bad.char_errors)
+        == (good.transcript, good.char_errors)
+        == (
+            "the capital of france is paris",
+            0,
+        )
+    )
 
 
 def scored(task: str, voice: str | None, seen: bool, words: int, **values) -> ItemResult:
@@ -372,6 +397,7 @@ def scored(task: str, voice: str | None, seen: bool, words: int, **values) -> It
 
 def test_summaries_weigh_items_by_length_and_bucket_by_reply_words():
     speech = {"word_errors": 0, "floor_char_errors": 1, "floor_word_errors": 0, "mcd_db": 4.0}
+    speech |= {"codec_char_errors": 5}
     results = [
         scored("t2a", "a", True, 3, chars=10, char_errors=1, length_bucket="short",
                similarity=0.8, other_similarity=0.4, **speech),
@@ -389,6 +415,7 @@ def test_summaries_weigh_items_by_length_and_bucket_by_reply_words():
     assert metrics["speech/cer"] == pytest.approx(10 / 100)  # not the mean of 0.1, 0.3, 0
     assert metrics["t2a/cer"] == pytest.approx(10 / 40)
     assert metrics["speech/asr_floor_cer"] == pytest.approx(3 / 100)
+    assert metrics["speech/codec_floor_cer"] == pytest.approx(15 / 100)
     assert metrics["i2t/exact_match"] == 0.0 and metrics["i2t/token_accuracy"] == 0.5
     assert metrics["t2a/items"] == 2 and metrics["speech/items"] == 3
     assert metrics["t2a/exact_match"] == 0.5  # probes and held-out rows together, and apart:
@@ -447,7 +474,7 @@ def test_evaluating_a_random_checkpoint_gives_every_metric_in_range(
     for task in ("t2a", "a2a", "i2t"):
         assert metrics[f"{task}/items"] == 1
         assert 0.0 <= metrics[f"{task}/exact_match"] <= metrics[f"{task}/token_accuracy"] <= 1
-    speech = ("cer", "wer", "asr_floor_cer", "asr_floor_wer", "mcd_db")
+    speech = ("cer", "wer", "asr_floor_cer", "asr_floor_wer", "codec_floor_cer", "mcd_db")
     assert all(0.0 <= metrics[f"speech/{name}"] < math.inf for name in speech)
     assert metrics["speech/items"] == 2  # I2T replies are not scored as speech
     for name in ("similarity_seen", "similarity_other_voices", "different_voices"):

@@ -4,7 +4,9 @@ Per item (`ItemResult`):
 - text: exact match and token accuracy of the reply against the accepted answers;
 - speech (T2A, A2A): the ASR transcript of the reply's speech against the reply's text
   (character and word errors), beside the ASR's own floor, the same errors on an espeak-ng
-  rendering of that text in the same voice; the mel-cepstral distortion between the reply's
+  rendering of that text in the same voice, and the codec's floor, the errors on that
+  rendering encoded and decoded by the model's codec (the best the Talker's codes could
+  sound); the mel-cepstral distortion between the reply's
   speech and that rendering; the speaker-vector cosine of the speech to the voice asked
   for and, as a baseline, to the other voices.
 
@@ -98,6 +100,8 @@ class ItemResult:
     word_errors: int | None = None
     floor_char_errors: int | None = None
     floor_word_errors: int | None = None
+    codec_transcript: str | None = None  # ASR of that rendering through the codec
+    codec_char_errors: int | None = None
     mcd_db: float | None = None
     similarity: float | None = None  # to the voice asked for
     other_similarity: float | None = None  # mean over the other voices
@@ -164,12 +168,18 @@ def ask(chat: OmniChat, item: ProbeItem, voice: Voice | None, seed: int = 0) -> 
 
 
 class Scorer:
-    """Scores replies; holds the ASR, the speaker encoder and the voices (name -> Voice)."""
+    """Scores replies; holds the ASR, the speaker encoder, the voices (name -> Voice) and,
+    for the codec's floor, the codec that made the replies' speech (None: no codec floor)."""
 
     def __init__(
-        self, transcriber: Transcriber, encoder: SpeakerEncoder, voices: Mapping[str, Voice]
+        self,
+        transcriber: Transcriber,
+        encoder: SpeakerEncoder,
+        voices: Mapping[str, Voice],
+        codec: Codec | None = None,
     ):
         self.transcriber = transcriber
+        self.codec = codec
         self.encoder = encoder
         self.voices = dict(voices)
         self.names = list(self.voices)
@@ -210,6 +220,11 @@ class Scorer:
         result.words, result.word_errors = words.length, words.errors
         result.floor_char_errors = char_errors(reply.text, result.floor_transcript).errors
         result.floor_word_errors = word_errors(reply.text, result.floor_transcript).errors
+        if self.codec is not None:
+            codes, _ = self.codec.encode(rendering[None])  # (1, 8, F)
+            round_trip = self.codec.decode(codes)[0][0]  # (samples,)
+            result.codec_transcript = self.transcriber.transcribe(round_trip, rate)
+            result.codec_char_errors = char_errors(reply.text, result.codec_transcript).errors
         result.length_bucket = length_bucket(reply.text)
         result.mcd_db = mel_cepstral_distortion(reply.audio, rendering, rate)
         try:
@@ -240,7 +255,7 @@ def evaluate(
     replies = [ask(chat, item, voices[item.voice] if item.voice else None, seed) for item in items]
     texts = [*(a for item in items for a in item.answers), *(reply.text for reply in replies)]
     transcriber = asr(texts)
-    scorer = Scorer(transcriber, encoder, voices)
+    scorer = Scorer(transcriber, encoder, voices, chat.codec)
     results = [
         scorer.score(item, reply, chat.codec.sample_rate)
         for item, reply in zip(items, replies, strict=True)
@@ -323,6 +338,8 @@ def summarize(results: Sequence[ItemResult], voices: Mapping[str, Voice]) -> dic
         metrics["speech/wer"] = _total(spoken, "word_errors", "words").rate
         metrics["speech/asr_floor_cer"] = _total(spoken, "floor_char_errors", "chars").rate
         metrics["speech/asr_floor_wer"] = _total(spoken, "floor_word_errors", "words").rate
+        if all(r.codec_char_errors is not None for r in spoken):
+            metrics["speech/codec_floor_cer"] = _total(spoken, "codec_char_errors", "chars").rate
         metrics["speech/mcd_db"] = _mean(r.mcd_db for r in spoken)
         for bucket, counts in cer_by_length(spoken).items():
             metrics[f"speech/cer_{bucket}"] = counts.rate

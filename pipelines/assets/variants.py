@@ -42,6 +42,7 @@ COMPARED_METRICS = [
     "eval/t2a/token_accuracy",
     "eval/speech/cer",
     "eval/speech/asr_floor_cer",
+    "eval/speech/codec_floor_cer",
     "eval/voice/similarity_seen",
 ]
 
