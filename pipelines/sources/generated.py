@@ -66,12 +66,13 @@ class CorpusSettings:
 
 SIZES = {
     "tiny": CorpusSettings(t2a=24, a2a=12, i2t=24, text=24),  # tests
-    # `make demo`, minutes. Text and pictures cost no speech synthesis, so they are plenty:
-    # 2,000 text rows instead of 500 took the demo model's T2A probes from 11/16 to 13/16.
-    # 2,400 leave as many after shape talk took its share. 3,000 pictures: as many as the
-    # other rows the I2T stage mixes in, so half its rows keep the text alive (with 6,000,
-    # a third, T2A probes ended at 12/16 instead of 15/16).
-    "small": CorpusSettings(t2a=300, a2a=150, i2t=3000, text=2400),
+    # `make demo`, minutes. 2,000 text rows instead of 500 took the demo model's T2A probes
+    # from 11/16 to 13/16; 2,400 leave as many after shape talk took its share. 2,000 T2A
+    # rows instead of 300 (a minute more of speech synthesis) took them to 16/16, and I2T
+    # from 3/18 to 5/18. 3,000 pictures: with 6,000 the I2T stage's mixed-in share was a
+    # third of its rows, not a half, and T2A probes fell (to 12/16 from 13/16 with 300 T2A
+    # rows; drawing the mix twice over to keep half: 10/16).
+    "small": CorpusSettings(t2a=2000, a2a=150, i2t=3000, text=2400),
     "large": CorpusSettings(t2a=20_000, a2a=10_000, i2t=10_000, text=40_000),  # experiments
 }
 
