@@ -190,7 +190,7 @@ def tiny_plan() -> Plan:
     The text stage's 1,500 steps over the `small` corpus' 2,000 text rows (instead of 600
     over 500) took T2A probes from 11/16 to 13/16.
 
-    With the image encoder pretrained and frozen, I2T runs 4,500 steps (6,000 pictures). Each
+    With the image encoder pretrained and frozen, I2T runs 4,500 steps. Each
     stage restarting at a high learning rate undid text the previous one had learned: T2A
     probes 14/16 after the text stage fell to 9/16 after T2A at 2e-3, 13/16 at 5e-4 (the
     Talker's validation loss 3.37 and 3.39). So T2A and I2T run at 5e-4; I2T's validation
