@@ -62,9 +62,9 @@ def audio_encoder(spec: EncoderSpec, feature_dim: int) -> AudioEncoder:
 
 
 def image_encoder(spec: EncoderSpec, feature_dim: int) -> ImageEncoder:
-    if spec.image == "patch" and spec.patch_model:
-        return PatchImageEncoder.load(spec.patch_model)
     if spec.image == "patch":
+        if spec.patch_model is not None:  # the condition `EncoderSpec.frozen` calls frozen
+            return PatchImageEncoder.load(spec.patch_model)
         return PatchImageEncoder(feature_dim, width=spec.width)
     return build_image_encoder(spec.image, siglip_model=spec.siglip_model or SIGLIP2_MODEL)
 
