@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from omni_model.evaluation.asr import PocketsphinxTranscriber
 from omni_model.quantization import CODEBOOK_SIZE, OfflineCodec, load_codec
-from omni_model.quantization.offline import kmeans
+from omni_model.quantization.offline import FIRST_STAGE_CODES, kmeans
 
 SAMPLE_RATE = 24_000
 
@@ -80,6 +80,43 @@ def test_save_load_gives_identical_codes(small_codec, speech_corpus, tmp_path):
         assert torch.equal(loaded.codebooks, small_codec.codebooks)
         audio = speech_corpus.held_out[1].audio[None]
         assert torch.equal(loaded.encode(audio)[0], small_codec.encode(audio)[0])
+
+
+def test_first_stage_encodes_with_its_first_entries_only(small_codec, speech_corpus, tmp_path):
+    """The coarse first stage: codes below its size, zero entries past it, kept by save/load,
+    and the search never lands on an unused (zero) entry even where zero is the nearest."""
+    assert small_codec.stage_sizes == (FIRST_STAGE_CODES,) + (CODEBOOK_SIZE,) * 7
+    assert small_codec.codebooks[0, FIRST_STAGE_CODES:].abs().sum() == 0
+    codes, _ = small_codec.encode(speech_corpus.held_out[0].audio[None])
+    assert codes[0, 0].max() < FIRST_STAGE_CODES and len(codes[0, 0].unique()) > 5
+    assert codes[0, 1:].max() >= FIRST_STAGE_CODES  # later stages use all 2,048
+    path = tmp_path / "codec.safetensors"
+    small_codec.save(path)
+    assert OfflineCodec.load(path).stage_sizes == small_codec.stage_sizes
+
+    # Silence reads as log-mel of about -6.9 in every bin: the zero rows past each stage's
+    # 4 entries (5, 6, 7, 8 everywhere) are nearer than any used entry, yet never chosen.
+    sizes = (4,) * 8
+    codebooks = torch.zeros(8, CODEBOOK_SIZE, 640)
+    codebooks[:, :4] = 5.0 + torch.arange(4.0).view(1, 4, 1)
+    codec = OfflineCodec(codebooks, stage_sizes=sizes)
+    codes, _ = codec.encode(torch.zeros(1, 24_000))
+    assert codes.max() < 4 and (codes[0, 0] == 0).all()
+    with pytest.raises(ValueError, match=r"stage_sizes must be 8 sizes in 1\.\.2048"):
+        OfflineCodec(codebooks, stage_sizes=(0,) * 8)
+
+
+def test_version_1_files_load_with_full_stages_and_their_old_codec_id(small_codec, tmp_path):
+    """Files written before stage sizes existed: every entry of every stage is a centroid."""
+    full = small_codec.codebooks.clone()
+    full[0, FIRST_STAGE_CODES:] = 1.0
+    header = {"format": "tiny-omni-offline-codec", "version": 1, "mel": {"n_mels": 80}}
+    path = tmp_path / "old.safetensors"
+    save_file({"codebooks": full}, str(path), metadata={"offline_codec": json.dumps(header)})
+    loaded = OfflineCodec.load(path)
+    assert loaded.stage_sizes == (CODEBOOK_SIZE,) * 8
+    assert torch.equal(loaded.codebooks, full)
+    assert loaded.codec_id == OfflineCodec(full, small_codec.mel).codec_id != small_codec.codec_id
 
 
 def test_load_rejects_files_that_are_not_offline_codecs(tmp_path):

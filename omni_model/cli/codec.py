@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omni_model.audio_io import AudioError, load_audio, save_wav
 from omni_model.quantization import CODEC_KINDS, SAMPLE_RATE, OfflineCodec, load_codec
+from omni_model.quantization.offline import FIRST_STAGE_CODES
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -23,6 +24,12 @@ def register(subparsers) -> None:
     )
     fit.add_argument("--out", type=Path, required=True, metavar="FILE", help="codec to write")
     fit.add_argument("--iterations", type=int, default=4, help="k-means iterations per stage")
+    fit.add_argument(
+        "--first-stage-codes",
+        type=int,
+        default=FIRST_STAGE_CODES,
+        help="centroids of the first stage (the later seven have 2,048)",
+    )
     fit.add_argument("--seed", type=int, default=0)
     fit.set_defaults(run=run_fit)
 
@@ -61,7 +68,12 @@ def run_fit(args: argparse.Namespace) -> int:
         )
     seconds = sum(len(clip) for clip in clips) / SAMPLE_RATE
     print(f"fitting on {len(clips)} files ({seconds:.1f} s of audio), skipped {skipped}")
-    codec = OfflineCodec.fit(clips, iterations=args.iterations, seed=args.seed)
+    codec = OfflineCodec.fit(
+        clips,
+        iterations=args.iterations,
+        seed=args.seed,
+        first_stage_codes=args.first_stage_codes,
+    )
     codec.save(args.out)
     print(f"wrote {args.out} ({codec.codec_id})")
     summary = {"files": len(clips), "skipped": skipped, "audio_s": round(seconds, 3)}

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from omni_model.audio_io import AudioError, load_audio
 from omni_model.quantization import Codec, OfflineCodec, load_codec
+from omni_model.quantization.offline import FIRST_STAGE_CODES
 from pipelines.assets.common import Landed, preview_table
 from pipelines.partitions import BUCKETS
 from pipelines.quarantine import quarantine_rows, write_quarantine
@@ -38,10 +39,12 @@ CODES_SCHEMA = pa.schema(
 
 
 class SpeechCodecConfig(dg.Config):
-    """How much speech the offline codec is fitted on (ignored for Mimi)."""
+    """How much speech the offline codec is fitted on, and its first stage's size (both
+    ignored for Mimi)."""
 
     fit_minutes: float = 10.0
     kmeans_iterations: int = 4
+    first_stage_codes: int = FIRST_STAGE_CODES
     seed: int = 0
 
 
@@ -81,7 +84,12 @@ def speech_codec(
         clips = fitting_audio(list(spoken_corpus.values()), config.fit_minutes)
         if not clips:
             raise dg.Failure("no readable answer speech to fit the offline codec on")
-        fitted = OfflineCodec.fit(clips, seed=config.seed, iterations=config.kmeans_iterations)
+        fitted = OfflineCodec.fit(
+            clips,
+            seed=config.seed,
+            iterations=config.kmeans_iterations,
+            first_stage_codes=config.first_stage_codes,
+        )
         weights = store.path("codecs", f"{fitted.codec_id}.safetensors")
         weights.parent.mkdir(parents=True, exist_ok=True)
         fitted.save(weights)
