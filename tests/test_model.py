@@ -12,6 +12,7 @@ from omni_model.models.summary import parameter_table
 from omni_model.text.special_tokens import AUDIO_PLACEHOLDER_ID, IMAGE_PLACEHOLDER_ID
 from omni_model.text.tokenizer import TokenizedConversation
 from omni_model.training import omni_loss
+from omni_model.training.loss import audio_targets
 
 
 def random_streams(config, batch: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -175,6 +176,45 @@ def test_talker_widths_and_moe_change_the_count():
     dense = parameter_table(OmniModel(make_config("tiny")))
     moe = parameter_table(OmniModel(make_config("tiny", moe=True)))
     assert moe["thinker"] > dense["thinker"]
+
+
+def test_audio_logits_at_target_positions_equal_the_full_logits_and_loss_there(tiny):
+    """Training computes the Talker's head only where it has targets: same logits, same loss."""
+    generator = torch.Generator().manual_seed(1)
+    samples = []
+    for prompt, reply, frames in ((6, 4, 3), (9, 5, 6)):
+        ids = torch.randint(20, tiny.config.vocab_size, (prompt + reply,), generator=generator)
+        codes = torch.randint(0, CODEBOOK_SIZE, (8, frames), generator=generator)
+        samples.append(
+            build_sample(TokenizedConversation(ids.tolist(), prompt, prompt + reply), codes)
+        )
+    batch = collate(samples)
+    positions, labels = audio_targets(batch["audio_labels"])
+    assert 0 < positions.sum() < positions.numel()  # prompts and padding have no targets
+    with torch.no_grad():
+        full = tiny(batch["input_ids"])
+        part = tiny(batch["input_ids"], audio_positions=positions)
+    count = int(positions.sum())
+    assert part.audio_logits.shape == (1, 8, count, AUDIO_VOCAB_SIZE) and labels.shape == (
+        1,
+        8,
+        count,
+    )
+    chosen = full.audio_logits.transpose(0, 1)[:, positions]  # (8, N, vocab)
+    torch.testing.assert_close(part.audio_logits[0], chosen, atol=1e-5, rtol=0)
+    torch.testing.assert_close(part.text_logits, full.text_logits)
+    whole = omni_loss(
+        full.text_logits,
+        full.audio_logits,
+        batch["text_labels"],
+        batch["audio_labels"],
+        full.aux_loss,
+    )
+    targets_only = omni_loss(
+        part.text_logits, part.audio_logits, batch["text_labels"], labels, part.aux_loss
+    )
+    torch.testing.assert_close(targets_only.per_codebook, whole.per_codebook)
+    torch.testing.assert_close(targets_only.total, whole.total)
 
 
 def test_overfitting_one_batch_drives_both_losses_near_zero():

@@ -25,7 +25,9 @@ TRAINING_MODES = ("all", "audio_proj", "vision_proj")
 @dataclass
 class OmniOutput:
     text_logits: torch.Tensor  # (B, T, text vocab)
-    audio_logits: torch.Tensor | None  # (B, 8, T, audio vocab); None when text_only
+    # (B, 8, T, audio vocab), or (1, 8, N, audio vocab) at N chosen `audio_positions`;
+    # None when text_only
+    audio_logits: torch.Tensor | None
     aux_loss: torch.Tensor  # MoE balancing loss, already scaled by moe_aux_coef
 
 
@@ -93,8 +95,10 @@ class OmniModel(nn.Module):
         speaker: torch.Tensor | None = None,
         cache: OmniCache | None = None,
         text_only: bool = False,
+        audio_positions: torch.Tensor | None = None,
     ) -> OmniOutput:
-        """input_ids: (B, 9, T) at positions cache.length.. (0 without a cache)."""
+        """input_ids: (B, 9, T) at positions cache.length.. (0 without a cache);
+        audio_positions: (B, T) bool, where audio logits are wanted (None: everywhere)."""
         start = 0 if cache is None else cache.length
         thinker_cache = None if cache is None else cache.thinker
         talker_cache = None if cache is None else cache.talker
@@ -103,7 +107,9 @@ class OmniModel(nn.Module):
         audio_logits = None
         if not text_only:
             audio_ids = input_ids[:, : self.config.num_codebooks]
-            audio_logits = self.talker(bridge, audio_ids, speaker, start, talker_cache)
+            audio_logits = self.talker(
+                bridge, audio_ids, speaker, start, talker_cache, audio_positions
+            )
         if cache is not None:
             cache.length += input_ids.shape[-1]
         aux = self.thinker.stack.aux_loss()

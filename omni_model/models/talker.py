@@ -105,9 +105,17 @@ class Talker(nn.Module):
         speaker: torch.Tensor | None = None,
         start: int = 0,
         cache: list[KVCache] | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """bridge: (B, T, thinker hidden), audio_ids: (B, 8, T) -> logits (B, 8, T, vocab)."""
+        """bridge: (B, T, thinker hidden), audio_ids: (B, 8, T) -> logits (B, 8, T, vocab).
+
+        With `positions` (B, T) bool, the head runs only there: logits (1, 8, N, vocab) for
+        the N chosen positions in row-major order. Training asks for its target positions
+        alone, since 8 x 2,112 logits per position are most of a tiny model's step.
+        """
         audio = self.embed_audio(audio_ids, speaker)
         x = self.embed_proj(bridge) * self.text_scale + self.codec_proj(audio) * self.audio_scale
         x, _ = self.stack(x, start, cache)
+        if positions is not None:
+            x = x[positions].unsqueeze(0)  # (1, N, hidden)
         return self.head(self.norm(x))

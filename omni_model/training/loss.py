@@ -52,6 +52,13 @@ def omni_loss(
     return LossBreakdown(text_loss + audio_loss + aux, text_loss, audio_loss, per_codebook, aux)
 
 
+def audio_targets(audio_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the Talker has targets and what they are: labels (B, 8, T) -> positions (B, T)
+    bool and their labels (1, 8, N), laid out like its logits at those positions."""
+    positions = audio_labels.ne(IGNORE_INDEX).any(dim=1)  # (B, T)
+    return positions, audio_labels.transpose(0, 1)[:, positions].unsqueeze(0)
+
+
 def _mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if not labels.ne(IGNORE_INDEX).any():
         return logits.sum() * 0.0  # keeps the graph, contributes nothing

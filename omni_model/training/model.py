@@ -101,9 +101,15 @@ class TrainModel(nn.Module):
             mode in ("all", "vision_proj") and not frozen["image_encoder."]
         )
 
-    def forward(self, batch: dict[str, torch.Tensor], text_only: bool = False) -> OmniOutput:
+    def forward(
+        self,
+        batch: dict[str, torch.Tensor],
+        text_only: bool = False,
+        audio_positions: torch.Tensor | None = None,
+    ) -> OmniOutput:
         """batch from `omni_model.training.data`: input_ids (B, 9, T) and optional
-        question_audio (N, S) + question_lengths (N,), pixels (M, 3, 256, 256), speaker (B, D).
+        question_audio (N, S) + question_lengths (N,), pixels (M, 3, 256, 256), speaker (B, D);
+        audio_positions as in `OmniModel.forward`.
         """
         audio_features = image_features = None
         if "question_audio" in batch:
@@ -120,4 +126,5 @@ class TrainModel(nn.Module):
             image_features,
             batch.get("speaker"),
             text_only=text_only,
+            audio_positions=audio_positions,
         )

@@ -44,7 +44,7 @@ from omni_model.training.checkpoint import (
     step_folder,
 )
 from omni_model.training.data import ShardData, ShardError, load_tokenizer, shard_speaker_dim
-from omni_model.training.loss import LossBreakdown, omni_loss
+from omni_model.training.loss import LossBreakdown, audio_targets, omni_loss
 from omni_model.training.model import TrainModel
 from omni_model.training.plans import Plan, Stage
 from omni_model.training.schedule import cosine_lr
@@ -256,13 +256,15 @@ class Trainer:
         return contextlib.nullcontext()
 
     def losses(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> LossBreakdown:
+        """The loss of one batch; the Talker's logits are computed at its targets only."""
+        positions, audio_labels = audio_targets(batch["audio_labels"])
         with self.autocast():
-            output = module(batch, text_only=self.stage.text_only)
+            output = module(batch, text_only=self.stage.text_only, audio_positions=positions)
             return omni_loss(
                 output.text_logits,
                 output.audio_logits,
                 batch["text_labels"],
-                batch["audio_labels"],
+                audio_labels,
                 output.aux_loss,
                 stop_weight=self.model.config.stop_loss_weight,
             )
