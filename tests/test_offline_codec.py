@@ -104,6 +104,8 @@ def test_first_stage_encodes_with_its_first_entries_only(small_codec, speech_cor
     assert codes.max() < 4 and (codes[0, 0] == 0).all()
     with pytest.raises(ValueError, match=r"stage_sizes must be 8 sizes in 1\.\.2048"):
         OfflineCodec(codebooks, stage_sizes=(0,) * 8)
+    with pytest.raises(ValueError, match=r"stage_sizes must be .*got \(4096, 2048"):
+        OfflineCodec.fit([speech_corpus.train[0].audio], first_stage_codes=4096, progress=False)
 
 
 def test_version_1_files_load_with_full_stages_and_their_old_codec_id(small_codec, tmp_path):

@@ -5,7 +5,8 @@ frame (8 mel frames x 80 bins) -> 8-stage residual VQ of 2,048 entries per stage
 k-means. The first stage uses only its first 256 entries (`FIRST_STAGE_CODES`): fitted on
 minutes of speech, 2,048 first-stage centroids hold about 4 frames each, so the first code of
 a frame is close to unique and the Talker cannot learn to predict it from text (after 3,000
-T2A steps it named 12% of them against 23% with 256 centroids, whose codec floor is no worse).
+T2A steps it named 12% of them against 23% with 256 centroids; the ASR's CER on speech
+through the codec stays about the same, 0.057 against 0.052).
 Decoding sums the chosen centroids back into log-mel, maps mel to linear magnitude with the
 filterbank's pseudo-inverse and recovers phase with (fast) Griffin-Lim. The streaming decoder
 runs Griffin-Lim over a few frames of left context with the already-played samples held
@@ -41,6 +42,7 @@ from omni_model.quantization.base import (
 FORMAT_NAME = "tiny-omni-offline-codec"
 FORMAT_VERSION = 2  # 2 added `stage_sizes`; version 1 files use every entry of every stage
 FIRST_STAGE_CODES = 256  # coarse first stage: predictable from text (see the module docstring)
+FULL_STAGES = (CODEBOOK_SIZE,) * NUM_CODEBOOKS  # every entry of every stage in use
 DISTANCE_CHUNK = 4096  # rows per distance matrix: 4096 x 2048 floats = 32 MB
 GRIFFIN_LIM_MOMENTUM = 0.99  # "fast Griffin-Lim" (Perraudin, Balazs and Søndergaard, 2013)
 
@@ -192,7 +194,7 @@ class OfflineCodec(Codec):
         codebooks: torch.Tensor,
         mel: MelSettings | None = None,
         *,
-        stage_sizes: tuple[int, ...] = (CODEBOOK_SIZE,) * NUM_CODEBOOKS,
+        stage_sizes: tuple[int, ...] = FULL_STAGES,
         griffin_lim_iterations: int = 32,
         context_frames: int = 3,
     ):
@@ -201,13 +203,7 @@ class OfflineCodec(Codec):
         expected = (NUM_CODEBOOKS, CODEBOOK_SIZE, self.mel.vector_size)
         if tuple(codebooks.shape) != expected:
             raise ValueError(f"codebooks must have shape {expected}, got {tuple(codebooks.shape)}")
-        stage_sizes = tuple(int(size) for size in stage_sizes)
-        if len(stage_sizes) != NUM_CODEBOOKS or not all(
-            1 <= size <= CODEBOOK_SIZE for size in stage_sizes
-        ):
-            expected = f"{NUM_CODEBOOKS} sizes in 1..{CODEBOOK_SIZE}"
-            raise ValueError(f"stage_sizes must be {expected}, got {stage_sizes}")
-        self.stage_sizes = stage_sizes
+        self.stage_sizes = stage_sizes = checked_stage_sizes(stage_sizes)
         self.codebooks = codebooks.float().clone()
         for stage, size in enumerate(stage_sizes):
             self.codebooks[stage, size:] = 0.0
@@ -236,7 +232,7 @@ class OfflineCodec(Codec):
         A corpus of minutes gives only a few vectors per centroid, so k-means settles within
         a few iterations: more change the error on unseen audio by well under 1%.
         """
-        stage_sizes = (first_stage_codes,) + (CODEBOOK_SIZE,) * (NUM_CODEBOOKS - 1)
+        stage_sizes = checked_stage_sizes((first_stage_codes, *FULL_STAGES[1:]))
         analysis = LogMel(mel or MelSettings())
         vectors = [
             analysis.frame_vectors(audio.reshape(1, -1))[0][0] for audio in audios if audio.numel()
@@ -288,7 +284,7 @@ class OfflineCodec(Codec):
             raise ValueError(f"{path}: not an offline codec file (no offline_codec metadata)")
         if header.get("version") not in (1, FORMAT_VERSION):
             raise ValueError(f"{path}: unknown offline codec format version {header['version']}")
-        sizes = tuple(header.get("stage_sizes", (CODEBOOK_SIZE,) * NUM_CODEBOOKS))
+        sizes = tuple(header.get("stage_sizes", FULL_STAGES))
         return cls(codebooks, MelSettings(**header["mel"]), stage_sizes=sizes, **kwargs)
 
     def _residual_vq(self, vectors: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
@@ -380,6 +376,15 @@ class OfflineStreamingDecoder(StreamingDecoder):
         self.magnitude = magnitude[..., new.shape[-1] :]
         self.played = audio[:, audio.shape[1] - context :]
         return audio[0, context:]
+
+
+def checked_stage_sizes(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Codes in use per stage: 8 sizes in 1..2048 (checked before any k-means runs)."""
+    sizes = tuple(int(size) for size in sizes)
+    if len(sizes) != NUM_CODEBOOKS or not all(1 <= size <= CODEBOOK_SIZE for size in sizes):
+        expected = f"{NUM_CODEBOOKS} sizes in 1..{CODEBOOK_SIZE}"
+        raise ValueError(f"stage_sizes must be {expected}, got {sizes}")
+    return sizes
 
 
 def nearest(vectors: torch.Tensor, centroids: torch.Tensor, k: int = 1) -> torch.Tensor:
