@@ -16,12 +16,10 @@ from omni_model.config import OmniConfig
 from omni_model.encoders.errors import CheckpointError
 from omni_model.encoders.image import (
     IMAGE_TOKENS,
-    NAME_SCALE,
     ImageError,
     PatchImageEncoder,
     SiglipImageEncoder,
     build_image_encoder,
-    cell_pooling,
     load_image,
     normalise,
     preprocess,
@@ -32,6 +30,7 @@ from omni_model.encoders.pretraining import (
     CellHead,
     PretrainSettings,
     cell_accuracy,
+    cell_pooling,
     pretrain_image_encoder,
 )
 
@@ -179,32 +178,6 @@ def test_cell_pooling_averages_the_patches_centred_in_each_cell():
     assert weights[0].reshape(8, 8)[:3, :3].eq(1 / 9).all()  # top-left cell: patches (0..2)^2
     with pytest.raises(ValueError, match="square grids"):
         cell_pooling(6, 64)
-
-
-def test_a_naming_encoder_gives_each_token_its_cells_mean_and_the_heads_probabilities(
-    tmp_path,
-):
-    torch.manual_seed(0)
-    plain = PatchImageEncoder(16, width=32, layers=1, heads=2).eval()
-    head = CellHead(16, 4, {"colour": 4, "shape": 3}).eval()
-    named = plain.naming_cells(head.classifiers, cells=4).eval()
-    pixels = preprocess([noise_image(3), noise_image(4)])
-    features = named(pixels)
-    assert named.feature_dim == 16 + 4 + 3 and features.shape == (2, IMAGE_TOKENS, 23)
-    tokens, logits = plain(pixels), head(plain(pixels))  # (2, 64, 16); (2, 4 cells, classes)
-    cell_of = cell_pooling(4).argmax(dim=0)  # (64,): the one cell each token lies in
-    torch.testing.assert_close(features[..., :16], (cell_pooling(4) @ tokens)[:, cell_of])
-    colours, shapes = (NAME_SCALE * logits[name].softmax(-1) for name in ("colour", "shape"))
-    torch.testing.assert_close(features[..., 16:20], colours[:, cell_of])
-    torch.testing.assert_close(features[..., 20:], shapes[:, cell_of])
-    named.save(tmp_path / "named.safetensors")
-    loaded = PatchImageEncoder.load(tmp_path / "named.safetensors")
-    assert loaded.shape == named.shape and loaded.feature_dim == 23
-    torch.testing.assert_close(loaded(pixels), features, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="already names its cells"):
-        named.naming_cells(head.classifiers, cells=4)
-    with pytest.raises(ValueError, match="both `cells` and `attributes`"):
-        PatchImageEncoder(16, cells=4)
 
 
 def test_cell_data_refuses_labels_that_do_not_fit():

@@ -7,8 +7,7 @@ SigLIP2's fixed-resolution processor does, so both encoders read the same pixels
 
 - `PatchImageEncoder`: the offline default, 32 x 32 patches -> an 8 x 8 grid. It trains with
   the model, or is pretrained on its own (`omni_model.encoders.pretraining`), saved as one
-  safetensors file (`save` / `load`) and read frozen, as SigLIP is; pretrained, each token
-  also carries its grid cell's colour and shape as the pretraining named them.
+  safetensors file (`save` / `load`) and read frozen, as SigLIP is.
 - `SiglipImageEncoder`: frozen SigLIP2 base patch-32 at 256 (optional `transformers` extra).
 """
 
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
 import struct
 import warnings
@@ -46,8 +44,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SUPPORTED_MODES = frozenset({"1", "L", "P", "LA", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as Hugging Face repo ids are
 PATCH_FORMAT = "tiny-omni-patch-image-encoder"
-# Attribute probabilities are scaled to about the size of the token features beside them.
-NAME_SCALE = 4.0
 
 
 class ImageError(LabelledError):
@@ -162,39 +158,12 @@ class ImageEncoder(nn.Module, ABC):
 
 
 class PatchImageEncoder(ImageEncoder):
-    """Offline encoder: linear embedding of 32 x 32 patches + a small transformer.
+    """Offline encoder: linear embedding of 32 x 32 patches + a small transformer."""
 
-    Pretrained, it also names what each grid cell holds (`naming_cells`): every output token
-    is then its cell's mean token followed by the cell's attribute probabilities (colour,
-    shape), as the pretraining head reads them. The Thinker finds "the star" in any token of
-    its cell, and reads the colour from the same few dimensions whatever shape it is on: the
-    I2T probes ask about colour/shape pairs no training picture holds (measured: probes 8/18
-    against 6/18 with plain patch tokens, held-out rows 22/40 against 19/40).
-    """
-
-    def __init__(
-        self,
-        feature_dim: int = 768,
-        width: int = 256,
-        layers: int = 2,
-        heads: int = 4,
-        cells: int = 0,
-        attributes: dict[str, int] | None = None,
-    ):
+    def __init__(self, feature_dim: int = 768, width: int = 256, layers: int = 2, heads: int = 4):
         super().__init__()
-        attributes = dict(attributes or {})
-        if bool(cells) != bool(attributes):
-            raise ValueError("naming cells needs both `cells` and `attributes` (name -> classes)")
-        self.token_dim = feature_dim
-        self.feature_dim = feature_dim + sum(attributes.values())
-        self.shape = {
-            "feature_dim": feature_dim,
-            "width": width,
-            "layers": layers,
-            "heads": heads,
-            "cells": cells,
-            "attributes": attributes,
-        }
+        self.feature_dim = feature_dim
+        self.shape = {"feature_dim": feature_dim, "width": width, "layers": layers, "heads": heads}
         # A stride-32 convolution is a linear map of each flattened 32 x 32 x 3 patch.
         self.embed = nn.Conv2d(3, width, kernel_size=PATCH_SIZE, stride=PATCH_SIZE)
         self.position = nn.Parameter(torch.randn(1, IMAGE_TOKENS, width) * 0.02)
@@ -206,41 +175,12 @@ class PatchImageEncoder(ImageEncoder):
         )
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, feature_dim)
-        self.namers = nn.ModuleDict(
-            {name: nn.Linear(feature_dim, count) for name, count in attributes.items()}
-        )
-        if cells:
-            pooling = cell_pooling(cells)  # (cells, 64)
-            self.register_buffer("pooling", pooling, persistent=False)
-            spread = (pooling > 0).float().t()  # (64, cells): each token <- its cell
-            self.register_buffer("spread", spread, persistent=False)
 
-    def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 256, 256) -> (B, 64, token_dim): one token per patch."""
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.embed(pixels).flatten(2).transpose(1, 2) + self.position  # (B, 64, width)
         for block in self.blocks:
             x = block(x)
         return self.out(self.norm(x))
-
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        tokens = self.patch_tokens(pixels)  # (B, 64, token_dim)
-        if not self.namers:
-            return tokens
-        cells = self.pooling @ tokens  # (B, cells, token_dim)
-        names = [NAME_SCALE * namer(cells).softmax(-1) for namer in self.namers.values()]
-        return self.spread @ torch.cat([cells, *names], dim=-1)  # (B, 64, feature_dim)
-
-    def naming_cells(self, classifiers: nn.ModuleDict, cells: int) -> PatchImageEncoder:
-        """A copy that names what each of `cells` grid cells holds with `classifiers` (attribute
-        -> linear layer over a cell's mean token: the pretraining head's)."""
-        if self.namers:
-            raise ValueError("this encoder already names its cells")
-        attributes = {name: layer.out_features for name, layer in classifiers.items()}
-        shape = {**self.shape, "cells": cells, "attributes": attributes}
-        named = PatchImageEncoder(**shape)
-        weights = {f"namers.{key}": value for key, value in classifiers.state_dict().items()}
-        named.load_state_dict({**self.state_dict(), **weights})
-        return named.train(self.training)
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         """One safetensors file: the weights, and the sizes `load` rebuilds the encoder from
@@ -266,18 +206,6 @@ class PatchImageEncoder(ImageEncoder):
         except (SafetensorError, OSError, KeyError, TypeError, RuntimeError) as error:
             raise CheckpointError(label, f"not a loadable patch image encoder ({error})") from error
         return encoder.requires_grad_(False).eval()
-
-
-def cell_pooling(cells: int, tokens: int = IMAGE_TOKENS) -> torch.Tensor:
-    """(cells, tokens) weights: each row averages the patches whose centre lies in that cell
-    (both square grids in reading order, e.g. 3 x 3 cells over 8 x 8 patches)."""
-    grid, patches = math.isqrt(cells), math.isqrt(tokens)
-    if grid * grid != cells or patches * patches != tokens or grid > patches:
-        raise ValueError(f"{cells} cells over {tokens} patch tokens: both must be square grids")
-    centre_cell = ((torch.arange(patches) + 0.5) * grid / patches).long()  # per patch row/col
-    cell_of = (centre_cell[:, None] * grid + centre_cell[None, :]).flatten()  # (tokens,)
-    weights = (cell_of[None, :] == torch.arange(cells)[:, None]).float()
-    return weights / weights.sum(dim=1, keepdim=True)
 
 
 class SiglipImageEncoder(ImageEncoder):

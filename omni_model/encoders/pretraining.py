@@ -5,8 +5,7 @@ the patch encoder learns colours but hardly shapes, so the model cannot answer "
 is the pink one?" about a pair it never saw. Pretrained first with a small head that names
 the attributes (colour, shape) of the object in each grid cell, the encoder tells colours
 and shapes apart, also for pairs it never saw drawn together; the Thinker then reads it
-frozen, as it would read SigLIP, with the head's naming of each cell beside its tokens
-(`PatchImageEncoder.naming_cells`).
+frozen, as it would read SigLIP.
 
 Labels are one class per cell and attribute, 0 meaning an empty cell, so the encoder learns
 which cells are empty as well as what the others hold.
@@ -14,6 +13,7 @@ which cells are empty as well as what the others hold.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omni_model.encoders.image import IMAGE_TOKENS, ImageEncoder, cell_pooling, normalise
+from omni_model.encoders.image import IMAGE_TOKENS, ImageEncoder, normalise
 from omni_model.training.schedule import cosine_lr
 
 EMPTY = 0  # the label of a cell with nothing in it
@@ -75,6 +75,18 @@ class CellHead(nn.Module):
         """tokens (B, T, D) -> attribute -> logits (B, cells, classes)."""
         pooled = self.pooling @ tokens  # (B, cells, D)
         return {name: classify(pooled) for name, classify in self.classifiers.items()}
+
+
+def cell_pooling(cells: int, tokens: int) -> torch.Tensor:
+    """(cells, tokens) weights: each row averages the patches whose centre lies in that cell
+    (both square grids in reading order, e.g. 3 x 3 cells over 8 x 8 patches)."""
+    grid, patches = math.isqrt(cells), math.isqrt(tokens)
+    if grid * grid != cells or patches * patches != tokens or grid > patches:
+        raise ValueError(f"{cells} cells over {tokens} patch tokens: both must be square grids")
+    centre_cell = ((torch.arange(patches) + 0.5) * grid / patches).long()  # per patch row/col
+    cell_of = (centre_cell[:, None] * grid + centre_cell[None, :]).flatten()  # (tokens,)
+    weights = (cell_of[None, :] == torch.arange(cells)[:, None]).float()
+    return weights / weights.sum(dim=1, keepdim=True)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,7 @@
 
 `patch_image_encoder` draws labelled pictures with the corpus generator (never a held-out
 colour/shape pair), pretrains the patch encoder to name the colour and the shape in every
-grid cell, and saves it in the encoder's own file format under `assets_store/encoders/`,
-with the pretraining head that names each cell's colour and shape: its tokens carry them.
+grid cell, and saves it in the encoder's own file format under `assets_store/encoders/`.
 Training reads it frozen (`TrainerResource.pretrained_image_encoder`). It is measured on
 pictures that each hold a held-out pair, the combinations the I2T probes ask about.
 """
@@ -39,8 +38,8 @@ MIN_ACCURACY = {"colour": 0.9, "shape": 0.6}
 
 class PatchEncoderConfig(dg.Config):
     """How many pictures and steps (optimisation defaults: `PretrainSettings`'s); `width` and
-    `feature_dim` (of each patch token; the saved encoder's features add one probability per
-    colour and shape class) suit the `tiny` plan. Defaults: about 4 minutes on 2 cores."""
+    `feature_dim` must suit the plan trained with it (64 and 64 for `tiny`). Defaults: about
+    4 minutes on 2 cores."""
 
     pictures: int = 10_000
     test_pictures: int = 300
@@ -98,7 +97,6 @@ def patch_image_encoder(
     encoder = PatchImageEncoder(config.feature_dim, width=config.width)
     head = pretrain_image_encoder(encoder, train, settings, log_progress)
     accuracy = cell_accuracy(encoder, head, test)
-    encoder = encoder.naming_cells(head.classifiers, train.cells)
     path, encoder_id = save_encoder(
         encoder, store.path("encoders"), config.model_dump_json(), accuracy
     )
@@ -111,7 +109,7 @@ def patch_image_encoder(
             "seconds": round(time.monotonic() - started, 1),
         }
     )
-    return EncoderFile(str(path), encoder_id, encoder.feature_dim, accuracy)
+    return EncoderFile(str(path), encoder_id, config.feature_dim, accuracy)
 
 
 def save_encoder(
