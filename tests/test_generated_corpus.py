@@ -14,9 +14,12 @@ import soundfile as sf
 from PIL import Image
 from scipy import ndimage
 
+from omni_model.encoders.pretraining import IGNORE
 from omni_model.tts import VOICES
+from pipelines.assets.vision import ATTRIBUTES, labelled_pictures
 from pipelines.records import TASKS, RawRecord, Rejected, read_tars, validate, write_tars
 from pipelines.sources.generated import (
+    HELD_OUT_PAIRS,
     SHAPE_COLOURS,
     SHAPES,
     SIZES,
@@ -260,3 +263,17 @@ def test_generated_and_spoken_records_round_trip_through_tars(corpus, tmp_path):
     paths = write_tars(records, tmp_path, per_tar=25)
     assert len(paths) == -(-len(records) // 25)
     assert list(read_tars(paths)) == records
+
+
+def test_encoder_test_pictures_label_only_their_held_out_pair():
+    train = labelled_pictures(6, seed=0, held_out=False)
+    test = labelled_pictures(6, seed=0, held_out=True)
+    assert not (train.labels["colour"] == IGNORE).any()
+    for colour, shape in zip(test.labels["colour"], test.labels["shape"], strict=True):
+        labelled = (colour != IGNORE).nonzero().flatten().tolist()
+        assert labelled == (shape != IGNORE).nonzero().flatten().tolist() and len(labelled) == 1
+        names = (
+            ATTRIBUTES["colour"][colour[labelled[0]] - 1],
+            ATTRIBUTES["shape"][shape[labelled[0]] - 1],
+        )
+        assert names in HELD_OUT_PAIRS

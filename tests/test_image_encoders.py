@@ -26,12 +26,16 @@ from omni_model.encoders.image import (
     resize,
 )
 from omni_model.encoders.pretraining import (
+    EMPTY,
+    IGNORE,
     CellData,
     CellHead,
     PretrainSettings,
     cell_accuracy,
+    cell_loss,
     cell_pooling,
     pretrain_image_encoder,
+    recoloured,
 )
 
 
@@ -186,6 +190,43 @@ def test_cell_data_refuses_labels_that_do_not_fit():
         CellData(pixels, {"colour": torch.zeros(3, 4, dtype=torch.long)}, {"colour": 2})
     with pytest.raises(ValueError, match=r"ids outside 0\.\.1"):
         CellData(pixels, {"colour": torch.full((2, 4), 2)}, {"colour": 2})
+
+
+def test_cell_data_accepts_ignored_labels():
+    pixels = torch.zeros(2, 3, 256, 256, dtype=torch.uint8)
+    labels = torch.tensor([[IGNORE, 1, 0, 0], [IGNORE] * 4])
+    assert CellData(pixels, {"colour": labels}, {"colour": 2}).cells == 4
+
+
+def test_recolouring_shuffles_channels_and_unnames_only_the_colours():
+    data = quadrant_pictures(8, seed=2)
+    pixels, colour = data.pixels, data.labels["colour"]
+    shape = (colour > 0).long() * 3  # any second attribute: recolouring must keep it
+    generator = torch.Generator().manual_seed(0)
+    same, kept = recoloured(pixels, {"colour": colour, "shape": shape}, 0.0, generator)
+    assert torch.equal(same, pixels) and torch.equal(kept["colour"], colour)
+    shuffled, labels = recoloured(pixels, {"colour": colour, "shape": shape}, 1.0, generator)
+    assert torch.equal(labels["shape"], shape)
+    assert torch.equal(labels["colour"] == IGNORE, colour != EMPTY)  # empty cells stay EMPTY
+    assert torch.equal(labels["colour"][colour == EMPTY], colour[colour == EMPTY])
+    for before, after in zip(pixels, shuffled, strict=True):
+        # the same three channels in another order, and every coloured picture changes
+        assert sorted(map(bytes, after.flatten(1).unbind())) == sorted(
+            map(bytes, before.flatten(1).unbind())
+        )
+        coloured = (before != before[:1]).any()
+        assert bool((after != before).any()) == bool(coloured)
+
+
+def test_cell_loss_counts_only_labelled_cells():
+    logits = {"colour": torch.randn(2, 4, 3)}
+    labels = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 1]])
+    ignored = labels.clone()
+    ignored[1] = IGNORE
+    expected = torch.nn.functional.cross_entropy(logits["colour"][0], labels[0])
+    assert torch.allclose(cell_loss(logits, {"colour": ignored}), expected)
+    nothing = cell_loss(logits, {"colour": torch.full((2, 4), IGNORE)})
+    assert nothing.item() == 0.0
 
 
 def test_patch_encoder_gives_64_trainable_tokens():
