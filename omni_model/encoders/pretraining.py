@@ -144,8 +144,8 @@ def recoloured(
     orders = CHANNEL_SHUFFLES[
         torch.randint(0, len(CHANNEL_SHUFFLES), (len(pixels),), generator=generator)
     ]
-    shuffled = torch.gather(pixels, 1, orders[:, :, None, None].expand_as(pixels))
-    pixels = torch.where(chosen[:, None, None, None], shuffled, pixels)
+    orders = torch.where(chosen[:, None], orders, torch.arange(3))  # (B, 3); the rest keep RGB
+    pixels = pixels[torch.arange(len(pixels))[:, None], orders]  # whole channel planes: fast
     if COLOUR in labels:
         colour = labels[COLOUR]
         unnamed = chosen[:, None] & (colour != EMPTY)  # (B, cells)
