@@ -176,7 +176,7 @@ def reference_plan() -> Plan:
 
 
 def tiny_plan() -> Plan:
-    """Every stage on the tiny preset: 19 minutes on a 2-core CPU (measured on a slow day).
+    """Every stage on the tiny preset: 19-22 minutes on a 2-core CPU (measured on slow days).
 
     Changes from the reference recipe, each measured on the offline `small` corpus. A model
     this small forgets: after 200 I2T steps its T2A text exact match fell from 33% to 0%,
