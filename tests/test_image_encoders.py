@@ -218,6 +218,11 @@ def test_recolouring_shuffles_channels_and_unnames_only_the_colours():
         assert bool((after != before).any()) == bool(coloured)
 
 
+def test_recolour_share_must_be_a_share():
+    with pytest.raises(ValueError, match="recolour is a share"):
+        PretrainSettings(recolour=1.5)
+
+
 def test_cell_loss_counts_only_labelled_cells():
     logits = {"colour": torch.randn(2, 4, 3)}
     labels = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 1]])

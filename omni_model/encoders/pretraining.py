@@ -117,6 +117,10 @@ class PretrainSettings:
     recolour: float = 0.5  # share of each batch with its colour channels shuffled
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.recolour <= 1.0:
+            raise ValueError(f"recolour is a share of each batch, 0..1, not {self.recolour}")
+
 
 def cell_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed over attributes: mean cross-entropy over every counted cell, empty ones included
