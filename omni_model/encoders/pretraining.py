@@ -128,8 +128,8 @@ def cell_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) 
     total = torch.zeros(())
     for name, scores in logits.items():
         truth = labels[name].flatten()
-        losses = F.cross_entropy(scores.flatten(0, 1), truth, reduction="none")  # IGNORE -> 0
-        total = total + losses.sum() / (truth != IGNORE).sum().clamp(min=1)
+        summed = F.cross_entropy(scores.flatten(0, 1), truth, ignore_index=IGNORE, reduction="sum")
+        total = total + summed / (truth != IGNORE).sum().clamp(min=1)
     return total
 
 

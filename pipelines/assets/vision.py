@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from omni_model.encoders.image import PatchImageEncoder, load_image, resize
 from omni_model.encoders.pretraining import (
+    COLOUR,
     EMPTY,
     IGNORE,
     CellData,
@@ -38,7 +39,8 @@ from pipelines.sources.generated import (
     labelled_picture,
 )
 
-ATTRIBUTES = {"colour": tuple(SHAPE_COLOURS), "shape": SHAPES}
+# The colour attribute goes by the name recolouring unnames (`pretraining.COLOUR`).
+ATTRIBUTES = {COLOUR: tuple(SHAPE_COLOURS), "shape": SHAPES}
 LOG_EVERY = 250  # steps between progress lines in the run's log
 # The check's floor, on held-out pairs: the defaults measured 1.00 and 0.98 (without
 # recolouring: 0.99 and 0.63).
@@ -77,17 +79,17 @@ def labelled_pictures(count: int, seed: int, held_out: bool) -> CellData:
     """
     rng = random.Random(f"patch-encoder/{seed}/{'held-out' if held_out else 'train'}")
     pixels = torch.zeros(count, 3, 256, 256, dtype=torch.uint8)
-    labels = {name: torch.full((count, GRID * GRID), EMPTY) for name in ATTRIBUTES}
+    # Held-out pictures count only the held-out pair: the unseen combination is the test.
+    unlabelled = IGNORE if held_out else EMPTY
+    labels = {name: torch.full((count, GRID * GRID), unlabelled) for name in ATTRIBUTES}
     label = "held-out pictures" if held_out else "pictures"
     for index in tqdm(range(count), desc=f"drawing {label}", unit=" pictures", mininterval=2.0):
         picture, shapes = labelled_picture(rng, held_out)
         pixels[index] = resize(load_image(picture))[0]
-        if held_out:  # only the held-out pair counts: the unseen combination is the test
-            labels["colour"][index] = labels["shape"][index] = IGNORE
         for shape in shapes:
             if held_out and (shape.colour, shape.kind) not in HELD_OUT_PAIRS:
                 continue
-            labels["colour"][index, shape.cell] = ATTRIBUTES["colour"].index(shape.colour) + 1
+            labels[COLOUR][index, shape.cell] = ATTRIBUTES[COLOUR].index(shape.colour) + 1
             labels["shape"][index, shape.cell] = ATTRIBUTES["shape"].index(shape.kind) + 1
     classes = {name: len(values) + 1 for name, values in ATTRIBUTES.items()}
     return CellData(pixels, labels, classes)
