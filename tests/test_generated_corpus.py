@@ -133,7 +133,7 @@ def test_arithmetic_replies_are_correct_and_use_numbers_from_the_conversation(co
     assert checked >= 8
 
 
-SHAPE_TALK = re.compile(r"I drew a (\w+) (\w+)\. What (colour|shape) is the (\w+)(?: one)?\?")
+SHAPE_TALK = re.compile(r"I drew (an?) (\w+) (\w+)\. What (colour|shape) is the (\w+)(?: one)?\?")
 
 
 def test_shape_talk_is_text_only_and_asks_back_what_it_names():
@@ -145,8 +145,9 @@ def test_shape_talk_is_text_only_and_asks_back_what_it_names():
             if not (match := SHAPE_TALK.fullmatch(question)):
                 continue
             assert record.task == "text", record.sample_id
-            colour, kind, asked, named = match.groups()
+            article, colour, kind, asked, named = match.groups()
             assert colour in SHAPE_COLOURS and kind in SHAPES
+            assert article == ("an" if colour == "orange" else "a"), question
             if asked == "colour":
                 assert named == kind and reply == f"The {kind} is {colour}."
             else:
@@ -191,6 +192,7 @@ def test_position_and_description_replies_match_the_pixels(corpus):
                 drawn = {c for c in SHAPE_COLOURS if colour_mask(array, c).any()}
                 said = {c for c in SHAPE_COLOURS if re.search(rf"\b{c}\b", match[1])}
                 assert drawn == said, (record.sample_id, reply)
+                assert not re.search(r"\ba [aeiou]|\ban [^aeiou]", reply), reply  # an orange
                 checked += 1
     assert checked >= 3
 

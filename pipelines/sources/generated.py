@@ -524,6 +524,11 @@ MARGIN = 3  # pixels kept free between a shape and the border of its cell
 MAX_SHAPES = 7
 
 
+def with_article(name: str) -> str:
+    """ "a blue star", "an orange star"."""
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def shape_talk(rng: random.Random) -> Turn:
     """A colour and a shape named in words, and one of them asked back.
 
@@ -533,9 +538,10 @@ def shape_talk(rng: random.Random) -> Turn:
     too, equally often: words say nothing about how a purple star looks.
     """
     kind, colour = rng.choice(SHAPES), rng.choice(tuple(SHAPE_COLOURS))
+    drew = f"I drew {with_article(f'{colour} {kind}')}."
     if rng.random() < 0.5:
-        return f"I drew a {colour} {kind}. What colour is the {kind}?", f"The {kind} is {colour}."
-    question = f"I drew a {colour} {kind}. What shape is the {colour} one?"
+        return f"{drew} What colour is the {kind}?", f"The {kind} is {colour}."
+    question = f"{drew} What shape is the {colour} one?"
     return question, f"The {colour} shape is a {kind}."
 
 
@@ -608,7 +614,7 @@ def count_turn(rng: random.Random, shapes: list[Shape]) -> Turn:
 def describe_turn(rng: random.Random, shapes: list[Shape]) -> Turn:
     """Names every shape, grouped, in reading order: "I see 2 red stars and a blue circle."""
     groups = Counter(shape.name for shape in sorted(shapes, key=lambda shape: shape.cell))
-    phrases = [f"a {name}" if n == 1 else f"{n} {name}s" for name, n in groups.items()]
+    phrases = [with_article(name) if n == 1 else f"{n} {name}s" for name, n in groups.items()]
     listed = phrases[0] if len(phrases) == 1 else f"{', '.join(phrases[:-1])} and {phrases[-1]}"
     questions = ("Describe the picture.", "What is in this image?", "What do you see?")
     return rng.choice(questions), f"I see {listed}."
