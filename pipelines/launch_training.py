@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from logging import Logger
+from typing import Any
 
 import mlflow
 from dagster_pipes import PipesContext, open_dagster_pipes
@@ -40,13 +41,8 @@ class TrainingRequest:
     launch_id: str
     stages: list[str]
     plan: str = "tiny"
-    talker_hidden: int | None = None
-    moe: bool = False
-    audio_encoder: str | None = None  # None: the plan's
-    whisper_model: str | None = None
-    image_encoder: str | None = None
-    siglip_model: str | None = None
-    patch_model: str | None = None  # a pretrained patch image encoder file (frozen)
+    # Keyword arguments of `Plan.variant`: Talker width, MoE, side encoders (None: the plan's).
+    variant: dict[str, Any] = field(default_factory=dict)
     max_steps: int | None = None
     device: str | None = None
     resume: bool = False
@@ -56,15 +52,7 @@ class TrainingRequest:
     tags: dict[str, str] = field(default_factory=dict)
 
     def plan_variant(self) -> Plan:
-        return get_plan(self.plan).variant(
-            talker_hidden=self.talker_hidden,
-            moe=self.moe,
-            audio_encoder=self.audio_encoder,
-            whisper_model=self.whisper_model,
-            image_encoder=self.image_encoder,
-            siglip_model=self.siglip_model,
-            patch_model=self.patch_model,
-        )
+        return get_plan(self.plan).variant(**self.variant)
 
 
 class PipesProgress(Callback):

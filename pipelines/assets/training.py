@@ -14,6 +14,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -74,6 +75,19 @@ class TrainerResource(dg.ConfigurableResource):
         parts += [name for name in (self.audio_encoder, self.image_encoder) if name in FROZEN]
         return "-".join(part for part in parts if part)
 
+    def variant(self, **changes: Any) -> dict[str, Any]:
+        """This resource's model variant as keyword arguments of `Plan.variant`, with
+        `changes` (a sweep's Talker width, the pretrained patch encoder file)."""
+        chosen = {
+            "talker_hidden": self.talker_hidden,
+            "moe": self.moe,
+            "audio_encoder": self.audio_encoder,
+            "whisper_model": self.whisper_model,
+            "image_encoder": self.image_encoder,
+            "siglip_model": self.siglip_model,
+        }
+        return chosen | changes
+
     def request(
         self,
         store: StoreResource,
@@ -94,13 +108,7 @@ class TrainerResource(dg.ConfigurableResource):
             launch_id=launch_id,
             stages=stages,
             plan=self.plan,
-            talker_hidden=self.talker_hidden,
-            moe=self.moe,
-            audio_encoder=self.audio_encoder,
-            whisper_model=self.whisper_model,
-            image_encoder=self.image_encoder,
-            siglip_model=self.siglip_model,
-            patch_model=patch_model,
+            variant=self.variant(patch_model=patch_model),
             max_steps=self.max_steps,
             device=self.device,
             resume=self.resume,

@@ -113,8 +113,7 @@ def variant_comparison(
                                       chat_tokenizer, [*shards.values()])  # fmt: skip
             request = dataclasses.replace(
                 request,
-                talker_hidden=width,
-                moe=moe,
+                variant=request.variant | {"talker_hidden": width, "moe": moe},
                 max_steps=config.max_steps,
                 out=str(store.path("training", "sweeps", sweep_id, variant)),
                 register=False,
