@@ -16,6 +16,7 @@ ASR_CONSTRAINTS names the ways pocketsphinx may be constrained.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -129,9 +130,16 @@ def sentence_grammar(sentences: Sequence[str]) -> str:
     )
 
 
+@functools.cache
+def full_dictionary() -> Decoder:
+    """A decoder holding pocketsphinx's whole dictionary, loaded once: it takes seconds, and
+    building a sentence transcriber looks words up twice."""
+    return Decoder(samprate=ASR_RATE, lm=None, loglevel="FATAL")
+
+
 def pronunciations(words: set[str]) -> dict[str, str | None]:
     """Each word's phones in pocketsphinx's full dictionary, None for a word it lacks."""
-    lookup = Decoder(samprate=ASR_RATE, lm=None, loglevel="FATAL")
+    lookup = full_dictionary()
     return {word: lookup.lookup_word(word) or None for word in sorted(words)}
 
 
