@@ -50,7 +50,7 @@ MIN_ACCURACY = {"colour": 0.9, "shape": 0.8}
 class PatchEncoderConfig(dg.Config):
     """How many pictures and steps (optimisation defaults: `PretrainSettings`'s); `width` and
     `feature_dim` must suit the plan trained with it (64 and 64 for `tiny`). Defaults: about
-    4-6 minutes on 2 cores."""
+    4-7 minutes on 2 cores."""
 
     pictures: int = 10_000
     test_pictures: int = 300
