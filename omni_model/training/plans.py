@@ -176,7 +176,7 @@ def reference_plan() -> Plan:
 
 
 def tiny_plan() -> Plan:
-    """Every stage on the tiny preset: about 31 minutes on a 2-core CPU (22 before I2T doubled).
+    """Every stage on the tiny preset: 30 minutes on a 2-core CPU (measured at 1bbf215).
 
     Changes from the reference recipe, each measured on the offline `small` corpus. A model
     this small forgets: after 200 I2T steps its T2A text exact match fell from 33% to 0%,
