@@ -12,6 +12,7 @@ import functools
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 
 import torch
 
@@ -109,3 +110,29 @@ def synthesize(
         return load_audio(result.stdout, name=f"espeak-ng {voice}", sample_rate=sample_rate)
     except AudioError as error:
         raise SpeechSynthesisError(f"espeak-ng ({voice}) gave unusable audio: {error}") from error
+
+
+def ipa_pronunciations(words: Sequence[str], language: str = "en-us") -> list[str]:
+    """Each word as espeak-ng would say it, in IPA with stress marks (e.g. "cat" -> "kˈæt").
+
+    The same letter-to-sound rules that render a word give its phones to an ASR dictionary
+    that lacks it, so a made-up or rare word in a reply can still be heard.
+    """
+    if not words:
+        return []
+    if any(not word.strip() or "\n" in word for word in words):
+        raise ValueError("each word must be non-empty text on one line")
+    check_voice(language)
+    command = [espeak_binary(), "-q", "--ipa", "--stdin", "-v", language]
+    text = "".join(f"{word}.\n" for word in words)  # one clause, so one output line, per word
+    try:
+        result = subprocess.run(
+            command, input=text, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as error:
+        raise SpeechSynthesisError(f"espeak-ng --ipa timed out after {TIMEOUT_S} s") from error
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    if result.returncode != 0 or len(lines) != len(words):
+        message = result.stderr.strip() or f"{len(lines)} pronunciations for {len(words)} words"
+        raise SpeechSynthesisError(f"espeak-ng --ipa failed: {message}")
+    return lines

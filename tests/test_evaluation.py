@@ -39,6 +39,7 @@ from omni_model.evaluation import (
     similarity_by_voice,
     summarize,
 )
+from omni_model.evaluation.asr import dictionary_pronunciations
 from omni_model.evaluation.metrics import (
     char_errors,
     dtw,
@@ -49,13 +50,14 @@ from omni_model.evaluation.metrics import (
     voice_similarity,
     word_errors,
 )
+from omni_model.evaluation.phones import arpabet
 from omni_model.generation import SamplingSettings
 from omni_model.inference import CompatibilityError
 from omni_model.quantization import OfflineCodec
 from omni_model.text import train_tokenizer
 from omni_model.training.checkpoint import save_checkpoint
 from omni_model.training.model import EncoderSpec, TrainModel
-from omni_model.tts import VOICES, synthesize
+from omni_model.tts import VOICES, SpeechSynthesisError, ipa_pronunciations, synthesize
 from omni_model.voices import Voice
 from pipelines.sources.generated import HELD_OUT_PAIRS, SCENES, SHAPE_COLOURS, SHAPES
 from pipelines.sources.probes import PROBE_VOICES, a2a_probes, i2t_probes, probe_set, t2a_probes
@@ -196,9 +198,26 @@ def test_the_same_voice_is_more_similar_than_another_voice(speaker_encoder, voic
 # ASR ----------------------------------------------------------------------------------------
 
 
+def test_arpabet_maps_espeak_ipa_onto_the_dictionarys_phones():
+    assert arpabet("kˈæt") == "K AE T"
+    assert arpabet("dʒˈʌdʒ") == "JH AH JH"  # affricates are one phone, not two
+    assert arpabet("fˈoːɹtiːn") == "F AO R T IY N"  # the r-coloured vowel before its parts
+    assert arpabet("bˈʌʔn̩") == "B AH T AH N"
+    assert arpabet("ʀˈu") is None and arpabet("ˈ") is None  # no English phone / no phone
+    # The evaluation texts' words, as espeak-ng's rules say them, against every pronunciation
+    # the dictionary lists for them ("monday" and "monday(2)"), stress marks aside.
+    words = sorted({w for text in ANSWERS for w in normalize_text(text).split()})
+    variants = [f"{word}({n})" if n > 1 else word for word in words for n in (1, 2, 3)]
+    entries = dictionary_pronunciations(set(variants)).items()
+    listed = {(e.split("(")[0], re.sub(r"\d", "", phones)) for e, phones in entries if phones}
+    ruled = zip(words, map(arpabet, ipa_pronunciations(words)), strict=True)
+    same = [word for word, phones in ruled if (word, phones) in listed]
+    assert len(words) >= 20 and len(same) >= 0.9 * len(words), (words, same)
+
+
 def test_pocketsphinx_trigram_asr_hears_espeak_renderings_with_low_cer():
     asr = PocketsphinxTranscriber.from_texts([*ANSWERS, "Zorblax is flimwex."])
-    assert asr.unknown_words == ["flimwex", "zorblax"]
+    assert asr.unknown_words == [] and asr.rule_words == ["flimwex", "zorblax"]
     errors = ErrorCounts(0, 0)
     for text, voice in zip(ANSWERS, itertools.cycle(CLEAR)):
         errors += char_errors(text, asr.transcribe(synthesize(text, voice), RATE))
@@ -216,15 +235,30 @@ def test_pocketsphinx_grammar_asr_only_hears_grammar_sentences():
         f"{t} is {c}" for t in ("grass", "snow", "the sky") for c in ("red", "green", "blue")
     }
     assert asr.transcribe(synthesize("Snow is white.", "en-us+f2"), RATE) in sentences | {""}
-    with pytest.raises(ValueError, match="zorblax"):
-        PocketsphinxTranscriber.from_grammar(grammar.replace("snow", "zorblax"))
+    made_up = PocketsphinxTranscriber.from_grammar(grammar.replace("snow", "zorblax"))
+    assert made_up.rule_words == ["zorblax"]  # pronounced by espeak-ng's rules instead
+    assert made_up.transcribe(synthesize("Zorblax is red.", "en-us+f2"), RATE) == "zorblax is red"
+
+
+def test_pocketsphinx_rejects_grammar_words_nothing_pronounces(monkeypatch):
+    def no_espeak(words):
+        raise SpeechSynthesisError("espeak-ng is not installed")
+
+    monkeypatch.setattr("omni_model.evaluation.asr.ipa_pronunciations", no_espeak)
+    grammar = "#JSGF V1.0;\ngrammar g;\npublic <sentence> = zorblax is (red | blue);\n"
+    with pytest.raises(ValueError, match=r"no pronunciation .*\['zorblax'\]"):
+        PocketsphinxTranscriber.from_grammar(grammar)
+    asr = build_transcriber(["Zorblax is flimwex.", "Grass is green."])
+    assert asr.unknown_words == ["flimwex", "zorblax"]  # that sentence is left out, not fatal
+    assert asr.transcribe(synthesize("Grass is green.", "en-us+f2"), RATE) == "grass is green"
 
 
 def test_pocketsphinx_sentence_asr_picks_each_rendering_out_of_the_evaluated_texts():
-    asr = build_transcriber([*ANSWERS, "Zorblax is flimwex.", "Grass is green."])
+    texts = [*ANSWERS, "Zorblax is flimwex.", "Grass is green."]
+    asr = build_transcriber(texts)
     assert asr.name == "pocketsphinx-sentences"
-    assert asr.unknown_words == ["flimwex", "zorblax"]  # that sentence can never be heard
-    for text, voice in zip(ANSWERS, itertools.cycle(CLEAR)):
+    assert asr.unknown_words == [] and asr.rule_words == ["flimwex", "zorblax"]
+    for text, voice in zip(texts, itertools.cycle(CLEAR)):
         assert asr.transcribe(synthesize(text, voice), RATE) == normalize_text(text)
     # Speech outside the grammar is heard as one of its sentences, or as nothing.
     heard = asr.transcribe(synthesize("Snow is white.", "en-us+f2"), RATE)

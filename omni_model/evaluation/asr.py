@@ -8,7 +8,8 @@
   them (`from_texts`: any of their words may follow any other), or any JSGF grammar
   (`from_grammar`).
   The decoder's dictionary is cut down to the words those allow: pocketsphinx takes about
-  15 s to load even a tiny language model against its full 130k-word dictionary.
+  15 s to load even a tiny language model against its full 130k-word dictionary. A word
+  its dictionary lacks is pronounced by espeak-ng's rules (`phones`).
 
 `build_transcriber` picks Whisper when its weights are at hand, else pocketsphinx.
 ASR_CONSTRAINTS names the ways pocketsphinx may be constrained.
@@ -37,6 +38,8 @@ from omni_model.audio_io import resample
 from omni_model.encoders.audio import load_whisper
 from omni_model.encoders.errors import CheckpointError
 from omni_model.evaluation.metrics import normalize_text
+from omni_model.evaluation.phones import arpabet
+from omni_model.tts import SpeechSynthesisError, ipa_pronunciations
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +140,40 @@ def full_dictionary() -> Decoder:
     return Decoder(samprate=ASR_RATE, lm=None, loglevel="FATAL")
 
 
-def pronunciations(words: set[str]) -> dict[str, str | None]:
+def dictionary_pronunciations(words: set[str]) -> dict[str, str | None]:
     """Each word's phones in pocketsphinx's full dictionary, None for a word it lacks."""
     lookup = full_dictionary()
     return {word: lookup.lookup_word(word) or None for word in sorted(words)}
 
 
+def espeak_pronunciations(words: set[str]) -> dict[str, str | None]:
+    """Each word's phones by espeak-ng's letter-to-sound rules, None where they have a sound
+    without an English phone; all None (with a warning) when espeak-ng is not installed."""
+    ordered = sorted(words)
+    try:
+        ipa = ipa_pronunciations(ordered)
+    except SpeechSynthesisError as error:
+        log.warning("no pronunciations for words outside pocketsphinx's dictionary: %s", error)
+        return dict.fromkeys(ordered)
+    return {word: arpabet(sounds) for word, sounds in zip(ordered, ipa, strict=True)}
+
+
+def pronunciations(words: set[str]) -> dict[str, str | None]:
+    """Each word's phones: pocketsphinx's dictionary, else espeak-ng's rules (so a made-up
+    word in a reply can be heard as itself), None for a word neither gives."""
+    phones_of = dictionary_pronunciations(words)
+    missing = {word for word, phones in phones_of.items() if phones is None}
+    if missing:
+        phones_of.update(espeak_pronunciations(missing))
+    return phones_of
+
+
 class PocketsphinxTranscriber(Transcriber):
     """pocketsphinx at 16 kHz under a language model or grammar; build with a classmethod.
 
-    `unknown_words` lists the words of the texts or grammar that the dictionary lacks: they
-    can never be recognised, so every occurrence counts as an error.
+    `rule_words` lists the words the dictionary lacks, pronounced by espeak-ng's rules instead;
+    `unknown_words` those neither gives: they can never be recognised, so every occurrence
+    counts as an error.
     """
 
     def __init__(self, words: set[str], *, arpa: str | None = None, jsgf: str | None = None):
@@ -156,12 +182,18 @@ class PocketsphinxTranscriber(Transcriber):
         phones_of = pronunciations(words)
         self.name = "pocketsphinx-trigram" if arpa is not None else "pocketsphinx-grammar"
         self.unknown_words = sorted(word for word, phones in phones_of.items() if not phones)
+        self.rule_words = sorted(
+            word
+            for word, listed in dictionary_pronunciations(words).items()
+            if not listed and phones_of[word]
+        )
         known = [f"{word} {phones}" for word, phones in phones_of.items() if phones]
         if not known:
-            raise ValueError(f"none of the words is in pocketsphinx's dictionary: {sorted(words)}")
+            raise ValueError(f"no pronunciation for any of the words: {sorted(words)}")
         if jsgf is not None and self.unknown_words:
             raise ValueError(
-                f"grammar words not in pocketsphinx's dictionary: {self.unknown_words}"
+                f"grammar words with no pronunciation (not in pocketsphinx's dictionary, "
+                f"and espeak-ng gave none): {self.unknown_words}"
             )
         with tempfile.TemporaryDirectory() as folder:  # the decoder reads both files at once
             dictionary, model = os.path.join(folder, "words.dict"), None
@@ -194,14 +226,14 @@ class PocketsphinxTranscriber(Transcriber):
     def from_sentences(cls, texts: Sequence[str]) -> PocketsphinxTranscriber:
         """Constrained to hear one of `texts` (normalised), or nothing: the closest sentence
         wins, so a reply is scored on whether its speech picks out its own text among all the
-        evaluated ones. A text with a word the dictionary lacks could never be heard; it is
-        left out and its words are listed in `unknown_words`."""
+        evaluated ones. A text with a word that has no pronunciation could never be heard; it
+        is left out and its words are listed in `unknown_words`."""
         sentences = {normalize_text(text) for text in texts} - {""}
         words = {word for sentence in sentences for word in sentence.split()}
         unknown = {word for word, phones in pronunciations(words).items() if not phones}
         heard = [sentence for sentence in sentences if not unknown & set(sentence.split())]
         if not heard:
-            raise ValueError(f"no evaluation text has only dictionary words: {sorted(unknown)}")
+            raise ValueError(f"no evaluation text has only pronounceable words: {sorted(unknown)}")
         transcriber = cls.from_grammar(sentence_grammar(heard))
         transcriber.name = "pocketsphinx-sentences"
         transcriber.unknown_words = sorted(unknown)
