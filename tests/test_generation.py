@@ -123,6 +123,23 @@ def test_speech_may_not_end_before_the_text_nor_under_its_frames_per_token(
     assert [f.index for f in frames] == list(range(spoken))
 
 
+@pytest.mark.parametrize(
+    ("text_length", "ratio", "spoken"),
+    [
+        (2, None, 50),  # no rule: codebook 0 speaks all 50 scripted frames
+        (2, 4.0, 12),  # 3 text tokens (with the end) allow 4 * 3 = 12 codes
+        (2, 3.5, 11),  # ceil(3.5 * 3)
+        (20, 1.0, 21),  # never cut before the text has ended: 21 tokens, 21 codes
+    ],
+)
+def test_speech_stops_after_its_most_frames_per_text_token(text_length, ratio, spoken):
+    settings = dataclasses.replace(GREEDY, max_frames_per_text_token=ratio)
+    _, _, _, answer, events = run_scripted(text_length=text_length, frames=50, settings=settings)
+    frames = [e for e in events if isinstance(e, AudioFrame)]
+    assert [f.index for f in frames] == list(range(spoken))
+    assert torch.equal(torch.stack([f.codes for f in frames], dim=1), answer[:, :spoken])
+
+
 def test_real_model_streams_valid_frames_until_max_steps():
     torch.manual_seed(0)
     model = OmniModel(make_config("tiny")).eval()

@@ -287,10 +287,12 @@ def test_cli_chat_keeps_a_dialogue_from_stdin(store, tmp_path, capsys, monkeypat
     assert len(sf.read(tmp_path / "reply-2.wav")[0]) == 2 * SAMPLES_PER_FRAME
 
 
-def test_cli_chat_refuses_a_negative_frames_per_token_rule(store, capsys):
+def test_cli_chat_refuses_frames_per_token_rules_that_cannot_hold(store, capsys):
     args = ["chat", "--model", "test", "--store", str(store.root), "--text", QUESTION]
     assert main([*args, "--min-frames-per-token", "-1"]) == 2
     assert "--min-frames-per-token may not be negative" in capsys.readouterr().err
+    assert main([*args, "--min-frames-per-token", "3", "--max-frames-per-token", "2"]) == 2
+    assert "--max-frames-per-token (2.0) must be at least 1" in capsys.readouterr().err
 
 
 def test_cli_chat_reports_a_tokenizer_mismatch(store, tmp_path, capsys):

@@ -80,6 +80,12 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.min_frames_per_text_token,
         help="speech may not stop before this many 80 ms frames per reply text token",
     )
+    add(
+        "--max-frames-per-token",
+        type=float,
+        default=defaults.max_frames_per_text_token,
+        help="speech stops after this many 80 ms frames per reply text token",
+    )
     add("--seed", type=int, default=None, help="fixed seed: the same reply every run")
     add("--system", help="a system prompt")
 
@@ -89,6 +95,11 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
         raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
     if args.min_frames_per_token < 0:
         raise ValueError(f"--min-frames-per-token may not be negative: {args.min_frames_per_token}")
+    if args.max_frames_per_token < max(args.min_frames_per_token, 1):
+        raise ValueError(
+            f"--max-frames-per-token ({args.max_frames_per_token}) must be at least 1 and at "
+            f"least --min-frames-per-token ({args.min_frames_per_token})"
+        )
     return SamplingSettings(
         text_temperature=args.temperature,
         text_top_p=args.top_p,
@@ -97,6 +108,7 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
         audio_repetition_penalty=args.repetition_penalty,
         max_steps=args.max_steps,
         min_frames_per_text_token=args.min_frames_per_token,
+        max_frames_per_text_token=args.max_frames_per_token,
     )
 
 

@@ -3,9 +3,10 @@
 Each step emits one text token and, for every codebook whose delay has elapsed, one
 audio code. Codebook k of frame j appears at step k + 1 + j, so frame j is complete at
 step 8 + j and is yielded right then: the codec can decode it while the reply goes on.
-Codebook 0 decides when speech ends; codebook k stops exactly one step after k - 1, so
-every yielded frame has all 8 codes. Text is padded after its end token while audio
-finishes; generation ends when text has ended and every codebook has stopped.
+Codebook 0 decides when speech ends, within a range of frames per text token; codebook k
+stops exactly one step after k - 1, so every yielded frame has all 8 codes. Text is padded
+after its end token while audio finishes; generation ends when text has ended and every
+codebook has stopped.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class SamplingSettings:
     # (1st and 90th percentile of the generated corpus), so codebook 0 may not stop before the
     # text has ended and this many frames per text token were spoken. None lifts the rule.
     min_frames_per_text_token: float | None = 2.5
+    # Nor may it go on past this many (the corpus' slowest reply spans 6.7): an undertrained
+    # Talker that never picks the stop id would otherwise babble until max_steps.
+    max_frames_per_text_token: float | None = 8.0
 
 
 @dataclass
@@ -103,6 +107,8 @@ def generate_stream(
         if too_early_to_stop(settings, text_done, text_tokens, len(codes[0])):
             audio_logits[0, AUDIO_STOP_ID] = float("-inf")
         sampled = _sample_codes(audio_logits, codes, settings, generator).tolist()
+        if time_to_stop(settings, text_done, text_tokens, len(codes[0])):
+            sampled[0] = AUDIO_STOP_ID
         for k in range(num_codebooks):
             if step < k + 1 or stop_step[k] is not None:
                 continue
@@ -131,6 +137,14 @@ def too_early_to_stop(
     if ratio is None:
         return False
     return not text_done or spoken_frames < ratio * text_tokens
+
+
+def time_to_stop(
+    settings: SamplingSettings, text_done: bool, text_tokens: int, spoken_frames: int
+) -> bool:
+    """Whether codebook 0 must stop now (see `max_frames_per_text_token`)."""
+    ratio = settings.max_frames_per_text_token
+    return ratio is not None and text_done and spoken_frames >= ratio * text_tokens
 
 
 def _sample_codes(
