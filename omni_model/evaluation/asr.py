@@ -47,6 +47,7 @@ ASR_RATE = 16_000  # both backends work at 16 kHz
 PAD_SECONDS = 0.3  # pocketsphinx needs silence around the speech to find its edges
 JSGF_RULE_NAME = re.compile(r"<[^<>]*>")
 JSGF_WORD = re.compile(r"[a-z][a-z']*")
+LISTED_WORDS = 12  # words a description names before it only counts them
 AsrConstraint = Literal["sentences", "trigram"]
 ASR_CONSTRAINTS: tuple[str, ...] = get_args(AsrConstraint)
 
@@ -63,6 +64,10 @@ class Transcriber(ABC):
     @abstractmethod
     def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
         """audio (samples,) mono float at `sample_rate` -> the words heard."""
+
+    def describe(self) -> str:
+        """`name`, plus what a reader of the scores it gave should know."""
+        return self.name
 
 
 def whisper_weights_path(name: str, download_root: str | None = None) -> Path:
@@ -238,6 +243,19 @@ class PocketsphinxTranscriber(Transcriber):
         transcriber.name = "pocketsphinx-sentences"
         transcriber.unknown_words = sorted(unknown)
         return transcriber
+
+    def describe(self) -> str:
+        """The name, and the words heard by espeak-ng's rules or never heard, if any."""
+        notes = [
+            f"{label}: {', '.join(words[:LISTED_WORDS])}"
+            + (f" and {len(words) - LISTED_WORDS} more" if len(words) > LISTED_WORDS else "")
+            for label, words in (
+                ("pronounced by espeak-ng's rules", self.rule_words),
+                ("no pronunciation, never heard", self.unknown_words),
+            )
+            if words
+        ]
+        return f"{self.name} ({'; '.join(notes)})" if notes else self.name
 
     def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
         pcm = resample(audio.detach().float().cpu().numpy(), sample_rate, ASR_RATE)

@@ -111,7 +111,7 @@ class ItemResult:
 class Evaluation:
     items: list[ItemResult]
     metrics: dict[str, float]
-    transcriber: str  # which ASR read the speech
+    transcriber: str  # which ASR read the speech, and the words it could not look up
 
     def rows(self) -> list[dict]:
         """One plain dict per item, for tables and parquet."""
@@ -260,7 +260,7 @@ def evaluate(
         scorer.score(item, reply, chat.codec.sample_rate)
         for item, reply in zip(items, replies, strict=True)
     ]
-    return Evaluation(results, summarize(results, voices), transcriber.name)
+    return Evaluation(results, summarize(results, voices), transcriber.describe())
 
 
 def evaluate_checkpoint(
