@@ -96,18 +96,11 @@ def synthesize(
     if not MIN_WPM <= speed_wpm <= MAX_WPM:
         raise ValueError(f"speed {speed_wpm} wpm outside espeak-ng's {MIN_WPM}..{MAX_WPM}")
     check_voice(voice)
-    command = [espeak_binary(), "--stdout", "--stdin", "-v", voice, "-s", str(speed_wpm)]
+    wav = run_espeak(["--stdout", "-v", voice, "-s", str(speed_wpm)], text, voice)
+    if not wav:
+        raise SpeechSynthesisError(f"espeak-ng ({voice}) failed: no audio written")
     try:
-        result = subprocess.run(
-            command, input=text.encode(), capture_output=True, timeout=TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired as error:
-        raise SpeechSynthesisError(f"espeak-ng ({voice}) timed out after {TIMEOUT_S} s") from error
-    if result.returncode != 0 or not result.stdout:
-        message = result.stderr.decode(errors="replace").strip() or "no audio written"
-        raise SpeechSynthesisError(f"espeak-ng ({voice}) failed: {message}")
-    try:
-        return load_audio(result.stdout, name=f"espeak-ng {voice}", sample_rate=sample_rate)
+        return load_audio(wav, name=f"espeak-ng {voice}", sample_rate=sample_rate)
     except AudioError as error:
         raise SpeechSynthesisError(f"espeak-ng ({voice}) gave unusable audio: {error}") from error
 
@@ -123,16 +116,26 @@ def ipa_pronunciations(words: Sequence[str], language: str = "en-us") -> list[st
     if any(not word.strip() or "\n" in word for word in words):
         raise ValueError("each word must be non-empty text on one line")
     check_voice(language)
-    command = [espeak_binary(), "-q", "--ipa", "--stdin", "-v", language]
     text = "".join(f"{word}.\n" for word in words)  # one clause, so one output line, per word
+    output = run_espeak(["-q", "--ipa", "-v", language], text, f"--ipa {language}")
+    lines = [line.strip() for line in output.decode().splitlines() if line.strip()]
+    if len(lines) != len(words):
+        found = f"{len(lines)} pronunciations for {len(words)} words"
+        raise SpeechSynthesisError(f"espeak-ng (--ipa {language}) failed: {found}")
+    return lines
+
+
+def run_espeak(options: list[str], text: str, what: str) -> bytes:
+    """espeak-ng with `options` and `text` on stdin -> its stdout, or SpeechSynthesisError
+    naming `what` (the voice, or the mode) when it times out or fails."""
+    command = [espeak_binary(), "--stdin", *options]
     try:
         result = subprocess.run(
-            command, input=text, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+            command, input=text.encode(), capture_output=True, timeout=TIMEOUT_S, check=False
         )
     except subprocess.TimeoutExpired as error:
-        raise SpeechSynthesisError(f"espeak-ng --ipa timed out after {TIMEOUT_S} s") from error
-    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-    if result.returncode != 0 or len(lines) != len(words):
-        message = result.stderr.strip() or f"{len(lines)} pronunciations for {len(words)} words"
-        raise SpeechSynthesisError(f"espeak-ng --ipa failed: {message}")
-    return lines
+        raise SpeechSynthesisError(f"espeak-ng ({what}) timed out after {TIMEOUT_S} s") from error
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip() or f"exit {result.returncode}"
+        raise SpeechSynthesisError(f"espeak-ng ({what}) failed: {message}")
+    return result.stdout

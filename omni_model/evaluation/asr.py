@@ -163,14 +163,13 @@ def espeak_pronunciations(words: set[str]) -> dict[str, str | None]:
     return {word: arpabet(sounds) for word, sounds in zip(ordered, ipa, strict=True)}
 
 
-def pronunciations(words: set[str]) -> dict[str, str | None]:
+def pronunciations(words: set[str]) -> tuple[dict[str, str | None], list[str]]:
     """Each word's phones: pocketsphinx's dictionary, else espeak-ng's rules (so a made-up
-    word in a reply can be heard as itself), None for a word neither gives."""
+    word in a reply can be heard as itself), None for a word neither gives; and the words
+    whose phones came from the rules."""
     phones_of = dictionary_pronunciations(words)
-    missing = {word for word, phones in phones_of.items() if phones is None}
-    if missing:
-        phones_of.update(espeak_pronunciations(missing))
-    return phones_of
+    ruled = espeak_pronunciations({word for word, phones in phones_of.items() if not phones})
+    return phones_of | ruled, sorted(word for word, phones in ruled.items() if phones)
 
 
 class PocketsphinxTranscriber(Transcriber):
@@ -184,14 +183,9 @@ class PocketsphinxTranscriber(Transcriber):
     def __init__(self, words: set[str], *, arpa: str | None = None, jsgf: str | None = None):
         if (arpa is None) == (jsgf is None):
             raise ValueError("give exactly one of a language model (arpa) or a grammar (jsgf)")
-        phones_of = pronunciations(words)
+        phones_of, self.rule_words = pronunciations(words)
         self.name = "pocketsphinx-trigram" if arpa is not None else "pocketsphinx-grammar"
         self.unknown_words = sorted(word for word, phones in phones_of.items() if not phones)
-        self.rule_words = sorted(
-            word
-            for word, listed in dictionary_pronunciations(words).items()
-            if not listed and phones_of[word]
-        )
         known = [f"{word} {phones}" for word, phones in phones_of.items() if phones]
         if not known:
             raise ValueError(f"no pronunciation for any of the words: {sorted(words)}")
@@ -235,7 +229,7 @@ class PocketsphinxTranscriber(Transcriber):
         is left out and its words are listed in `unknown_words`."""
         sentences = {normalize_text(text) for text in texts} - {""}
         words = {word for sentence in sentences for word in sentence.split()}
-        unknown = {word for word, phones in pronunciations(words).items() if not phones}
+        unknown = {word for word, phones in pronunciations(words)[0].items() if not phones}
         heard = [sentence for sentence in sentences if not unknown & set(sentence.split())]
         if not heard:
             raise ValueError(f"no evaluation text has only pronounceable words: {sorted(unknown)}")
