@@ -191,6 +191,18 @@ def fake_microphone(path: Path) -> dict[str, float]:
     return {"stop_at": (2.5 * rate + len(question)) / rate}
 
 
+def settle(page, condition: str, failure: str) -> None:
+    """Wait until the page's `condition` holds; on timeout fail with the events it saw, the
+    only trace of what the session did."""
+    from playwright.sync_api import TimeoutError as PageTimeout
+
+    try:
+        page.wait_for_function(condition, timeout=TIMEOUT * 1000)
+    except PageTimeout:
+        events = page.evaluate("window.omni.events.map(e => e.type)")
+        pytest.fail(f"{failure} within {TIMEOUT} s; events: {events}")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test)")
 def test_the_page_talks_streams_audio_and_is_interrupted_by_speech(loaded, tmp_path):
@@ -215,27 +227,26 @@ def test_the_page_talks_streams_audio_and_is_interrupted_by_speech(loaded, tmp_p
         page = browser.new_page()
         page.goto(f"http://{address}/")
         page.click("#start")
-        page.wait_for_function("window.omni.frames > 0", timeout=TIMEOUT * 1000)
-        page.wait_for_function(
-            "document.querySelector('.assistant') && "
-            "document.querySelector('.assistant').textContent.length > 0"
-        )
-        page.wait_for_function("window.omni.interruptions > 0", timeout=TIMEOUT * 1000)
-        page.wait_for_function(  # the interrupting question is answered in turn
-            "document.querySelectorAll('.assistant').length > 1 && "
-            "document.querySelectorAll('.assistant')[1].textContent.length > 0",
-            timeout=TIMEOUT * 1000,
+        settle(page, "window.omni.frames > 0", "no audio frame played")
+        settle(page, "window.omni.interruptions > 0", "the reply was not interrupted")
+        settle(  # the interrupting question is answered in turn, to its end
+            page,
+            "window.omni.events.slice(window.omni.events.findIndex("
+            "e => e.type === 'interrupted')).some(e => e.type === 'reply_end')",
+            "the interrupting speech got no whole reply",
         )
         page.screenshot(path=str(ARTIFACTS / "browser-demo.png"), full_page=True)
         state = page.evaluate(
             "({events: window.omni.events.map(e => e.type), errors: window.omni.errors,"
             " voice: document.querySelector('#voice').value,"
+            " first_reply: document.querySelector('.assistant').textContent,"
             " interrupted: document.querySelectorAll('.assistant.interrupted').length})"
         )
         browser.close()
     events = [e for e in state["events"] if e not in ("reply_text",)]
     assert state["errors"] == []
     assert state["voice"] == "alto" and state["interrupted"] == 1
+    assert state["first_reply"]  # text streamed before the interruption
     first_interrupt = events.index("interrupted")
     assert events[:4] == ["ready", "speech_start", "speech_end", "reply_start"]
     assert events[first_interrupt + 1] == "speech_start"  # the speech that interrupted it
