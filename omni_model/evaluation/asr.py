@@ -180,15 +180,24 @@ class PocketsphinxTranscriber(Transcriber):
     counts as an error.
     """
 
-    def __init__(self, words: set[str], *, arpa: str | None = None, jsgf: str | None = None):
+    def __init__(
+        self,
+        phones_of: dict[str, str | None],
+        rule_words: list[str],
+        *,
+        arpa: str | None = None,
+        jsgf: str | None = None,
+    ):
+        """`phones_of` and `rule_words` as `pronunciations` gives them for the words of `arpa`
+        or `jsgf`."""
         if (arpa is None) == (jsgf is None):
             raise ValueError("give exactly one of a language model (arpa) or a grammar (jsgf)")
-        phones_of, self.rule_words = pronunciations(words)
+        self.rule_words = rule_words
         self.name = "pocketsphinx-trigram" if arpa is not None else "pocketsphinx-grammar"
         self.unknown_words = sorted(word for word, phones in phones_of.items() if not phones)
         known = [f"{word} {phones}" for word, phones in phones_of.items() if phones]
         if not known:
-            raise ValueError(f"no pronunciation for any of the words: {sorted(words)}")
+            raise ValueError(f"no pronunciation for any of the words: {sorted(phones_of)}")
         if jsgf is not None and self.unknown_words:
             raise ValueError(
                 f"grammar words with no pronunciation (not in pocketsphinx's dictionary, "
@@ -212,14 +221,14 @@ class PocketsphinxTranscriber(Transcriber):
         words = {word for text in texts for word in normalize_text(text).split()}
         if not words:
             raise ValueError("no words in the evaluation texts to build a language model from")
-        return cls(words, arpa=trigram_model(texts))
+        return cls(*pronunciations(words), arpa=trigram_model(texts))
 
     @classmethod
     def from_grammar(cls, jsgf: str) -> PocketsphinxTranscriber:
         """Constrained by a JSGF grammar (lower-case words); only its sentences are heard."""
         bodies = [line.split("=", 1)[1] for line in jsgf.splitlines() if "=" in line]
         words = {w for body in bodies for w in JSGF_WORD.findall(JSGF_RULE_NAME.sub(" ", body))}
-        return cls(words, jsgf=jsgf)
+        return cls(*pronunciations(words), jsgf=jsgf)
 
     @classmethod
     def from_sentences(cls, texts: Sequence[str]) -> PocketsphinxTranscriber:
@@ -229,11 +238,17 @@ class PocketsphinxTranscriber(Transcriber):
         is left out and its words are listed in `unknown_words`."""
         sentences = {normalize_text(text) for text in texts} - {""}
         words = {word for sentence in sentences for word in sentence.split()}
-        unknown = {word for word, phones in pronunciations(words)[0].items() if not phones}
+        phones_of, rule_words = pronunciations(words)
+        unknown = {word for word, phones in phones_of.items() if not phones}
         heard = [sentence for sentence in sentences if not unknown & set(sentence.split())]
         if not heard:
             raise ValueError(f"no evaluation text has only pronounceable words: {sorted(unknown)}")
-        transcriber = cls.from_grammar(sentence_grammar(heard))
+        kept = {word for sentence in heard for word in sentence.split()}
+        transcriber = cls(
+            {word: phones_of[word] for word in kept},
+            [word for word in rule_words if word in kept],
+            jsgf=sentence_grammar(heard),
+        )
         transcriber.name = "pocketsphinx-sentences"
         transcriber.unknown_words = sorted(unknown)
         return transcriber
