@@ -60,7 +60,14 @@ from omni_model.training.model import EncoderSpec, TrainModel
 from omni_model.tts import VOICES, SpeechSynthesisError, ipa_pronunciations, synthesize
 from omni_model.voices import Voice
 from pipelines.sources.generated import HELD_OUT_PAIRS, SCENES, SHAPE_COLOURS, SHAPES
-from pipelines.sources.probes import PROBE_VOICES, a2a_probes, i2t_probes, probe_set, t2a_probes
+from pipelines.sources.probes import (
+    I2T_PICTURES,
+    PROBE_VOICES,
+    a2a_probes,
+    i2t_probes,
+    probe_set,
+    t2a_probes,
+)
 
 RATE = 24_000
 CLEAR = ("en-us+f2", "en-us+f3", "en-us+f4", "en-us+f5", "en-us+m6")
@@ -326,14 +333,17 @@ def blobs(image: Image.Image, colour: str) -> int:
 
 def test_i2t_probes_show_the_held_out_pairs_and_their_answers_match_the_pixels():
     items = i2t_probes()
-    assert len(items) == 3 * len(HELD_OUT_PAIRS)
+    assert len(items) == 3 * len(HELD_OUT_PAIRS) * I2T_PICTURES
+    assert (
+        len({item.item_id for item in items}) == len({item.image for item in items}) == len(items)
+    )
     for item in items:
         colour, kind = item.item_id.split("-")[1:3]
         assert (colour, kind) in HELD_OUT_PAIRS
         image = Image.open(io.BytesIO(item.image))
         assert blobs(image, colour) >= 1
         answer = item.answers[0]
-        if item.item_id.endswith("count"):
+        if "-count-" in item.item_id:
             said = re.search(r"(\d+)", answer)
             assert said and int(said.group(1)) == blobs(image, colour)
         else:

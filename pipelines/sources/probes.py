@@ -62,6 +62,7 @@ LOOKUPS: tuple[Callable[[random.Random], Turn], ...] = (
 )
 T2A_COUNT = 16
 A2A_COUNT = 8
+I2T_PICTURES = 3  # per held-out pair and question
 SAMPLE_RATE = 24_000
 
 
@@ -138,17 +139,27 @@ def count_question(rng: random.Random, colour: str, kind: str) -> tuple[list[Sha
     return shapes, (question, count_reply(1 + len(same), colour))
 
 
-def i2t_probes() -> list[ProbeItem]:
-    """Three questions per held-out colour/shape pair, each on its own picture."""
+def i2t_probes(pictures: int = I2T_PICTURES) -> list[ProbeItem]:
+    """Three questions per held-out colour/shape pair, each on `pictures` pictures of its own.
+
+    Three pictures rather than one: with 18 items a probe more or less moved the score by
+    0.06, and runs of one recipe landed two probes apart. The first picture of each is the one
+    the set held when it had 18 items, so older scores stay comparable.
+    """
     items = []
     for colour, kind in sorted(HELD_OUT_PAIRS):
         for ask in (colour_question, shape_question, count_question):
-            rng = random.Random(f"probes/i2t/{colour}/{kind}/{ask.__name__}")
-            shapes, (question, reply) = ask(rng, colour, kind)
-            item_id = f"probe/i2t-{colour}-{kind}-{ask.__name__.removesuffix('_question')}"
-            items.append(
-                ProbeItem(item_id, "i2t", question, (reply,), image=draw_scene(rng, shapes))
-            )
+            question_type = ask.__name__.removesuffix("_question")
+            for picture in range(pictures):
+                key = f"probes/i2t/{colour}/{kind}/{ask.__name__}" + (
+                    f"/{picture}" if picture else ""
+                )
+                rng = random.Random(key)
+                shapes, (question, reply) = ask(rng, colour, kind)
+                item_id = f"probe/i2t-{colour}-{kind}-{question_type}-{picture + 1}"
+                items.append(
+                    ProbeItem(item_id, "i2t", question, (reply,), image=draw_scene(rng, shapes))
+                )
     return items
 
 
