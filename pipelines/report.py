@@ -1,4 +1,5 @@
-"""The evaluation report: metrics against targets, loss curves, CER by length, voices.
+"""The evaluation report: metrics against targets, loss curves, CER by length, voices, and
+the probes answered wrong.
 
 Written as markdown (what Dagster shows) and HTML with PNG plots (what MLflow keeps), from the
 evaluation's item table and the training runs MLflow recorded.
@@ -105,11 +106,18 @@ def write_report(result: EvaluatedModel, folder: Path) -> str:
     )  # fmt: skip
     stage_rows = loss_curves(result.mlflow_run_id, folder / "loss_curves.png")
     metric_rows = [{"metric": key, "value": value} for key, value in result.metrics.items()]
+    wrong_rows = [  # what the scores hide: which questions fail, and how
+        {"task": item.task, "question": item.question, "reply": item.reply,
+         "expected": item.answer}
+        for item in items
+        if not item.held_out and not item.exact_match
+    ]  # fmt: skip
     sections = [
         ("Metrics", metric_rows, None),
         ("Training stages (final losses)", stage_rows, "loss_curves.png"),
         ("Speech CER by reply length", length_rows, "cer_by_length.png"),
         ("Speaker similarity by voice", voice_rows, "similarity_by_voice.png"),
+        ("Probes answered wrong", wrong_rows, None),
     ]
     intro = (
         f"Checkpoint run `{result.mlflow_run_id}`, {len(items)} items; speech read by "

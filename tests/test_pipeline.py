@@ -226,5 +226,9 @@ def test_evaluation_logs_to_the_checkpoints_run_and_writes_the_report(store, tra
     for name in ("loss_curves.png", "cer_by_length.png", "similarity_by_voice.png"):
         assert (report.parent / name).stat().st_size > 1000, name
     assert "<h2>Metrics</h2>" in report.read_text()
+    wrong = [item for item in items if not item["held_out"] and not item["exact_match"]]
+    listed = (report.parent / "report.md").read_text().split("## Probes answered wrong")[1]
+    assert listed.count("\n| ") == (1 + len(wrong) if wrong else 0)  # header, then a row each
+    assert all(item["question"][:40] in listed for item in wrong)
     artifacts = MlflowClient().list_artifacts(evaluated.mlflow_run_id, "evaluation/report")
     assert {a.path.rsplit("/", 1)[-1] for a in artifacts} >= {"report.html", "report.md"}
