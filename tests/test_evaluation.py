@@ -511,7 +511,11 @@ def test_evaluating_a_random_checkpoint_gives_every_metric_in_range(
     }
     checkpoint = save_checkpoint(tmp_path / "random", model, meta)
     # Sampled text: a random model's greedy reply is one token repeated, often not a word.
-    sampling = SamplingSettings(text_temperature=1.0, text_top_p=1.0, max_steps=24)
+    # Speech runs to max_steps (3.2 s), never cut by the reply's length: the speaker encoder
+    # needs 0.5 s its VAD hears as speech, which 1.3 s of random codes may not hold.
+    sampling = SamplingSettings(
+        text_temperature=1.0, text_top_p=1.0, max_steps=48, max_frames_per_text_token=None
+    )
     evaluation = evaluate_checkpoint(
         checkpoint,
         items,
