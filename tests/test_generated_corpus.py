@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from PIL import Image
 from scipy import ndimage
 
@@ -269,9 +270,13 @@ def test_generated_and_spoken_records_round_trip_through_tars(corpus, tmp_path):
 
 
 def test_encoder_test_pictures_label_only_their_held_out_pair():
-    train = labelled_pictures(6, seed=0, held_out=False)
-    test = labelled_pictures(6, seed=0, held_out=True)
+    train = labelled_pictures(6, seed=0, split="train")
+    test = labelled_pictures(6, seed=0, split="held-out")
     assert not (train.labels["colour"] == IGNORE).any()
+    fresh = labelled_pictures(6, seed=0, split="test")
+    assert not torch.equal(fresh.pixels, train.pixels)  # a stream of its own
+    with pytest.raises(ValueError, match="split is train, test or held-out"):
+        labelled_pictures(1, seed=0, split="validation")
     for colour, shape in zip(test.labels["colour"], test.labels["shape"], strict=True):
         labelled = (colour != IGNORE).nonzero().flatten().tolist()
         assert labelled == (shape != IGNORE).nonzero().flatten().tolist() and len(labelled) == 1

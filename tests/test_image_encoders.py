@@ -26,6 +26,7 @@ from omni_model.encoders.image import (
     resize,
 )
 from omni_model.encoders.pretraining import (
+    COUNTS,
     EMPTY,
     IGNORE,
     CellData,
@@ -34,6 +35,8 @@ from omni_model.encoders.pretraining import (
     cell_accuracy,
     cell_loss,
     cell_pooling,
+    colour_counts,
+    count_accuracy,
     pretrain_image_encoder,
     recoloured,
 )
@@ -166,10 +169,30 @@ def test_pretraining_learns_what_is_in_each_cell_of_unseen_pictures():
     encoder = PatchImageEncoder(32, width=32, layers=1, heads=2)
     assert cell_accuracy(encoder, CellHead(32, 4, {"colour": 4}), test)["colour"] < 0.6
     losses = []
-    settings = PretrainSettings(steps=40, batch_size=16, lr=3e-3, warmup_steps=5)
+    settings = PretrainSettings(steps=120, batch_size=16, lr=3e-3, warmup_steps=5)
     head = pretrain_image_encoder(encoder, train, settings, lambda step, loss: losses.append(loss))
-    assert len(losses) == 40 and sum(losses[-5:]) < 0.1 * sum(losses[:5])
+    assert len(losses) == 120 and sum(losses[-5:]) < 0.1 * sum(losses[:5])
     assert cell_accuracy(encoder, head, test)["colour"] > 0.95
+    assert count_accuracy(encoder, head, test) > 0.9  # how many quadrants of each colour
+
+
+def test_colour_counts_count_each_colour_and_skip_pictures_not_wholly_labelled():
+    colour = torch.tensor([[0, 1, 1, 3], [2, 0, 0, 0], [IGNORE, 1, 0, 0], [0, 0, 0, 0]])
+    counts = colour_counts(colour, colours=3)
+    assert counts.tolist() == [[2, 0, 1], [0, 1, 0], [IGNORE] * 3, [0, 0, 0]]
+
+
+def test_cell_head_names_a_count_per_colour_only_with_a_colour_attribute():
+    tokens = torch.randn(2, 64, 32)
+    logits = CellHead(32, 4, {"colour": 4, "shape": 3})(tokens)
+    assert logits[COUNTS].shape == (2, 3, 5)  # 3 colours (EMPTY is none), counts 0..4 cells
+    assert logits["colour"].shape == (2, 4, 4) and logits["shape"].shape == (2, 4, 3)
+    assert COUNTS not in CellHead(32, 4, {"shape": 3})(tokens)
+    labels = {"colour": torch.tensor([[1, 1, 0, 2], [IGNORE, 0, 0, 0]])}
+    only_cells = cell_loss({"colour": logits["colour"]}, labels)
+    with_counts = cell_loss({"colour": logits["colour"], COUNTS: logits[COUNTS]}, labels)
+    expected = torch.nn.functional.cross_entropy(logits[COUNTS][0], torch.tensor([2, 1, 0]))
+    assert torch.allclose(with_counts - only_cells, expected)  # the second picture skipped
 
 
 def test_cell_pooling_averages_the_patches_centred_in_each_cell():

@@ -15,6 +15,12 @@ the encoder named the shape of a green diamond or a yellow hexagon (pairs it nev
 of the time, as a shape it had seen in that colour. So part of every batch is recoloured (its
 colour channels shuffled, `PretrainSettings.recolour`) and teaches only shape and emptiness:
 shapes come in many more colours than are named, and are read the same in any of them.
+
+The head also says how many shapes of each colour the picture holds, from the mean over all
+its tokens. The Thinker reading cells could not count one colour: the patches a shape covers
+vary with its size and cell (cells hold 4 to 9 patches), and given every cell's colour and
+shape names as words it still counted 0 of 6 held-out probes. With the counts in the tokens'
+mean, a question's colour only has to pick one of them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from omni_model.training.schedule import cosine_lr
 EMPTY = 0  # the label of a cell with nothing in it
 IGNORE = -100  # a label no loss or accuracy counts (cross-entropy's default ignore_index)
 COLOUR = "colour"  # the attribute that recolouring makes unknown
+COUNTS = "colour_counts"  # the picture-level output: how many shapes of each colour
 # The five orders of the RGB channels that change a picture's colours.
 CHANNEL_SHUFFLES = torch.tensor([[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
 
@@ -78,7 +85,9 @@ class CellData:
 class CellHead(nn.Module):
     """Averages the patch tokens whose centres fall in each grid cell, then one linear
     classifier per attribute. Small and fixed on purpose: what a cell holds must be in the
-    tokens over it, which is how the Thinker will read them."""
+    tokens over it, which is how the Thinker will read them. With a colour attribute, a
+    small MLP on the mean of all tokens also names each colour's count (0..cells): the mean
+    is what an even attention over the picture hands the Thinker."""
 
     def __init__(self, feature_dim: int, cells: int, classes: dict[str, int]):
         super().__init__()
@@ -86,11 +95,27 @@ class CellHead(nn.Module):
         self.classifiers = nn.ModuleDict(
             {name: nn.Linear(feature_dim, count) for name, count in classes.items()}
         )
+        colours = classes.get(COLOUR, 1) - 1
+        self.colour_counts = (
+            nn.Sequential(
+                nn.Linear(feature_dim, 4 * feature_dim),
+                nn.GELU(),
+                nn.Linear(4 * feature_dim, colours * (cells + 1)),
+            )
+            if colours
+            else None
+        )
+        self.cells = cells
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """tokens (B, T, D) -> attribute -> logits (B, cells, classes)."""
+        """tokens (B, T, D) -> attribute -> logits (B, cells, classes), and `COUNTS` ->
+        logits (B, colours, cells + 1)."""
         pooled = self.pooling @ tokens  # (B, cells, D)
-        return {name: classify(pooled) for name, classify in self.classifiers.items()}
+        logits = {name: classify(pooled) for name, classify in self.classifiers.items()}
+        if self.colour_counts is not None:
+            counts = self.colour_counts(tokens.mean(dim=1))  # (B, colours * (cells + 1))
+            logits[COUNTS] = counts.view(len(tokens), -1, self.cells + 1)
+        return logits
 
 
 def cell_pooling(cells: int, tokens: int) -> torch.Tensor:
@@ -126,11 +151,22 @@ def cell_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) 
     """Summed over attributes: mean cross-entropy over every counted cell, empty ones included
     (0 for an attribute with none counted)."""
     total = torch.zeros(())
+    targets = dict(labels)
+    if COUNTS in logits:
+        targets[COUNTS] = colour_counts(labels[COLOUR], logits[COUNTS].shape[1])
     for name, scores in logits.items():
-        truth = labels[name].flatten()
+        truth = targets[name].flatten()
         summed = F.cross_entropy(scores.flatten(0, 1), truth, ignore_index=IGNORE, reduction="sum")
         total = total + summed / (truth != IGNORE).sum().clamp(min=1)
     return total
+
+
+def colour_counts(colour: torch.Tensor, colours: int) -> torch.Tensor:
+    """Cell colour labels (B, cells) -> shapes per colour (B, colours), `IGNORE` for every
+    colour of a picture with any cell not counted (recoloured, or labelled only in part)."""
+    counts = (colour[:, :, None] == torch.arange(1, colours + 1)).sum(dim=1)  # (B, colours)
+    uncounted = (colour == IGNORE).any(dim=1, keepdim=True)  # (B, 1)
+    return torch.where(uncounted, IGNORE, counts)
 
 
 def recoloured(
@@ -205,3 +241,22 @@ def cell_accuracy(
             right[name] += int((logits[name].argmax(-1) == truth)[mask].sum())
             occupied[name] += int(mask.sum())
     return {name: right[name] / max(1, occupied[name]) for name in data.labels}
+
+
+@torch.no_grad()
+def count_accuracy(
+    encoder: ImageEncoder, head: CellHead, data: CellData, batch_size: int = 64
+) -> float:
+    """The share of (picture, colour) counts the head names right, 0 counts included, over
+    the pictures with every cell's colour labelled."""
+    encoder.eval()
+    right = counted = 0
+    for start in range(0, len(data.pixels), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(data.pixels)))
+        pixels, labels = data.batch(index)
+        logits = head(encoder(normalise(pixels)))[COUNTS]  # (B, colours, cells + 1)
+        truth = colour_counts(labels[COLOUR], logits.shape[1])
+        mask = truth != IGNORE
+        right += int((logits.argmax(-1) == truth)[mask].sum())
+        counted += int(mask.sum())
+    return right / max(1, counted)
