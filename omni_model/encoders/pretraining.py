@@ -26,7 +26,7 @@ mean, a question's colour only has to pick one of them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -149,7 +149,8 @@ class PretrainSettings:
 
 def cell_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed over attributes: mean cross-entropy over every counted cell, empty ones included
-    (0 for an attribute with none counted)."""
+    (0 for an attribute with none counted); with `COUNTS` logits, plus their mean over the
+    counted (picture, colour) pairs."""
     total = torch.zeros(())
     targets = dict(labels)
     if COUNTS in logits:
@@ -229,13 +230,9 @@ def cell_accuracy(
     encoder: ImageEncoder, head: CellHead, data: CellData, batch_size: int = 64
 ) -> dict[str, float]:
     """Per attribute: the share of occupied, counted cells whose class the head names right."""
-    encoder.eval()
     right = {name: 0 for name in data.labels}
     occupied = {name: 0 for name in data.labels}
-    for start in range(0, len(data.pixels), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(data.pixels)))
-        pixels, labels = data.batch(index)
-        logits = head(encoder(normalise(pixels)))
+    for logits, labels in head_outputs(encoder, head, data, batch_size):
         for name, truth in labels.items():
             mask = (truth != EMPTY) & (truth != IGNORE)
             right[name] += int((logits[name].argmax(-1) == truth)[mask].sum())
@@ -249,14 +246,21 @@ def count_accuracy(
 ) -> float:
     """The share of (picture, colour) counts the head names right, 0 counts included, over
     the pictures with every cell's colour labelled."""
-    encoder.eval()
     right = counted = 0
-    for start in range(0, len(data.pixels), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(data.pixels)))
-        pixels, labels = data.batch(index)
-        logits = head(encoder(normalise(pixels)))[COUNTS]  # (B, colours, cells + 1)
-        truth = colour_counts(labels[COLOUR], logits.shape[1])
+    for logits, labels in head_outputs(encoder, head, data, batch_size):
+        counts = logits[COUNTS]  # (B, colours, cells + 1)
+        truth = colour_counts(labels[COLOUR], counts.shape[1])
         mask = truth != IGNORE
-        right += int((logits.argmax(-1) == truth)[mask].sum())
+        right += int((counts.argmax(-1) == truth)[mask].sum())
         counted += int(mask.sum())
     return right / max(1, counted)
+
+
+def head_outputs(
+    encoder: ImageEncoder, head: CellHead, data: CellData, batch_size: int
+) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """The head's logits and the labels, batch by batch, with the encoder in eval mode."""
+    encoder.eval()
+    for start in range(0, len(data.pixels), batch_size):
+        pixels, labels = data.batch(torch.arange(start, min(start + batch_size, len(data.pixels))))
+        yield head(encoder(normalise(pixels))), labels
