@@ -105,7 +105,6 @@ class CellHead(nn.Module):
             if colours
             else None
         )
-        self.cells = cells
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """tokens (B, T, D) -> attribute -> logits (B, cells, classes), and `COUNTS` ->
@@ -114,7 +113,8 @@ class CellHead(nn.Module):
         logits = {name: classify(pooled) for name, classify in self.classifiers.items()}
         if self.colour_counts is not None:
             counts = self.colour_counts(tokens.mean(dim=1))  # (B, colours * (cells + 1))
-            logits[COUNTS] = counts.view(len(tokens), -1, self.cells + 1)
+            cells = self.pooling.shape[0]
+            logits[COUNTS] = counts.view(len(tokens), -1, cells + 1)
         return logits
 
 

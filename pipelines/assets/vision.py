@@ -72,7 +72,9 @@ class EncoderFile:
     path: str
     encoder_id: str
     feature_dim: int
-    accuracy: dict[str, float]  # attribute -> share of held-out pairs named right; counts
+    # attribute -> share of held-out pairs named right; `COUNTS` -> share of new pictures'
+    # colour counts named right
+    accuracy: dict[str, float]
 
 
 def labelled_pictures(count: int, seed: int, split: str) -> CellData:
@@ -153,7 +155,7 @@ def save_encoder(
     never overwrites the file that earlier checkpoints were trained with (they load it by
     path)."""
     folder.mkdir(parents=True, exist_ok=True)
-    metadata = {"pretraining": pretraining, "held_out_accuracy": json.dumps(accuracy)}
+    metadata = {"pretraining": pretraining, "accuracy": json.dumps(accuracy_metadata(accuracy))}
     with tempfile.TemporaryDirectory(dir=folder, prefix=".tmp-") as scratch:
         draft = Path(scratch) / "encoder.safetensors"
         encoder.save(draft, metadata)
