@@ -123,7 +123,8 @@ def write_report(result: EvaluatedModel, folder: Path) -> str:
         f"Checkpoint run `{result.mlflow_run_id}`, {len(items)} items; speech read by "
         f"{result.transcriber} (its floor, the CER on espeak-ng renderings of the same "
         "texts, is `speech/asr_floor_cer`; the codec's, the CER on those renderings encoded "
-        "and decoded by the model's codec, `speech/codec_floor_cer`)."
+        "and decoded by the model's codec, `speech/codec_floor_cer`; the share of replies it "
+        "heard word for word, `speech/heard_whole`, or not at all, `speech/heard_nothing`)."
     )
     markdown = "\n\n".join(
         [f"# Evaluation\n\n{intro}"]

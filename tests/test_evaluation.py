@@ -453,11 +453,13 @@ def test_summaries_weigh_items_by_length_and_bucket_by_reply_words():
     speech |= {"codec_char_errors": 5}
     results = [
         scored("t2a", "a", True, 3, chars=10, char_errors=1, length_bucket="short",
-               similarity=0.8, other_similarity=0.4, **speech),
+               similarity=0.8, other_similarity=0.4, transcript="the cat", **speech),
         scored("t2a", "b", False, 8, chars=30, char_errors=9, length_bucket="mid",
-               similarity=0.6, other_similarity=0.5, held_out=True, exact_match=False, **speech),
+               similarity=0.6, other_similarity=0.5, held_out=True, exact_match=False,
+               transcript=" . ", **speech),
         scored("a2a", "a", True, 12, chars=60, char_errors=0, length_bucket="long",
-               similarity=0.7, other_similarity=0.2, **speech),
+               similarity=0.7, other_similarity=0.2, transcript="all of it",
+               **speech | {"floor_char_errors": 0}),
         dataclasses.replace(scored("i2t", None, False, 0), exact_match=False, token_accuracy=0.5),
     ]  # fmt: skip
     codes = torch.zeros(8, 1, dtype=torch.long)
@@ -467,8 +469,13 @@ def test_summaries_weigh_items_by_length_and_bucket_by_reply_words():
     assert metrics["voice/different_voices"] == pytest.approx(0.6)
     assert metrics["speech/cer"] == pytest.approx(10 / 100)  # not the mean of 0.1, 0.3, 0
     assert metrics["t2a/cer"] == pytest.approx(10 / 40)
-    assert metrics["speech/asr_floor_cer"] == pytest.approx(3 / 100)
+    assert metrics["speech/asr_floor_cer"] == pytest.approx(2 / 100)
     assert metrics["speech/codec_floor_cer"] == pytest.approx(15 / 100)
+    # Whole sentences heard: the a2a reply alone; its floor rendering too. Nothing heard:
+    # the transcript of punctuation alone.
+    assert metrics["speech/heard_whole"] == pytest.approx(1 / 3)
+    assert metrics["speech/asr_floor_heard_whole"] == pytest.approx(1 / 3)
+    assert metrics["speech/heard_nothing"] == pytest.approx(1 / 3)
     assert metrics["i2t/exact_match"] == 0.0 and metrics["i2t/token_accuracy"] == 0.5
     assert metrics["t2a/items"] == 2 and metrics["speech/items"] == 3
     assert metrics["t2a/exact_match"] == 0.5  # probes and held-out rows together, and apart:
@@ -533,6 +540,8 @@ def test_evaluating_a_random_checkpoint_gives_every_metric_in_range(
         assert 0.0 <= metrics[f"{task}/exact_match"] <= metrics[f"{task}/token_accuracy"] <= 1
     speech = ("cer", "wer", "asr_floor_cer", "asr_floor_wer", "codec_floor_cer", "mcd_db")
     assert all(0.0 <= metrics[f"speech/{name}"] < math.inf for name in speech)
+    shares = ("heard_whole", "asr_floor_heard_whole", "heard_nothing")
+    assert all(0.0 <= metrics[f"speech/{name}"] <= 1.0 for name in shares)
     assert metrics["speech/items"] == 2  # I2T replies are not scored as speech
     for name in ("similarity_seen", "similarity_other_voices", "different_voices"):
         assert -1.0 <= metrics[f"voice/{name}"] <= 1.0

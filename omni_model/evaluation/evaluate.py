@@ -340,6 +340,14 @@ def summarize(results: Sequence[ItemResult], voices: Mapping[str, Voice]) -> dic
         metrics["speech/asr_floor_wer"] = _total(spoken, "floor_word_errors", "words").rate
         if all(r.codec_char_errors is not None for r in spoken):
             metrics["speech/codec_floor_cer"] = _total(spoken, "codec_char_errors", "chars").rate
+        # A sentence grammar mostly hears a whole sentence or nothing: these say which.
+        metrics["speech/heard_whole"] = _mean(float(r.char_errors == 0) for r in spoken)
+        metrics["speech/asr_floor_heard_whole"] = _mean(
+            float(r.floor_char_errors == 0) for r in spoken
+        )
+        metrics["speech/heard_nothing"] = _mean(
+            float(not normalize_text(r.transcript or "")) for r in spoken
+        )
         metrics["speech/mcd_db"] = _mean(r.mcd_db for r in spoken)
         for bucket, counts in cer_by_length(spoken).items():
             metrics[f"speech/cer_{bucket}"] = counts.rate

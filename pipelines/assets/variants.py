@@ -43,6 +43,7 @@ COMPARED_METRICS = [
     "eval/speech/cer",
     "eval/speech/asr_floor_cer",
     "eval/speech/codec_floor_cer",
+    "eval/speech/heard_whole",
     "eval/voice/similarity_seen",
 ]
 
