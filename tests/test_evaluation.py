@@ -50,11 +50,11 @@ from omni_model.evaluation.metrics import (
     voice_similarity,
     word_errors,
 )
-from omni_model.evaluation.phones import arpabet
 from omni_model.generation import SamplingSettings
 from omni_model.inference import CompatibilityError
 from omni_model.quantization import OfflineCodec
 from omni_model.text import train_tokenizer
+from omni_model.text.pronunciation import arpabet
 from omni_model.training.checkpoint import save_checkpoint
 from omni_model.training.model import EncoderSpec, TrainModel
 from omni_model.tts import VOICES, SpeechSynthesisError, ipa_pronunciations, synthesize
@@ -251,7 +251,7 @@ def test_pocketsphinx_rejects_grammar_words_nothing_pronounces(monkeypatch):
     def no_espeak(words):
         raise SpeechSynthesisError("espeak-ng is not installed")
 
-    monkeypatch.setattr("omni_model.evaluation.asr.ipa_pronunciations", no_espeak)
+    monkeypatch.setattr("omni_model.text.pronunciation.ipa_pronunciations", no_espeak)
     grammar = "#JSGF V1.0;\ngrammar g;\npublic <sentence> = zorblax is (red | blue);\n"
     with pytest.raises(ValueError, match=r"no pronunciation .*\['zorblax'\]"):
         PocketsphinxTranscriber.from_grammar(grammar)

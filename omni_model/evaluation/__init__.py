@@ -27,8 +27,9 @@ from omni_model.evaluation.evaluate import (
     similarity_by_voice,
     summarize,
 )
-from omni_model.evaluation.metrics import ErrorCounts, normalize_text
+from omni_model.evaluation.metrics import ErrorCounts
 from omni_model.evaluation.probes import PROBE_TASKS, ProbeError, ProbeItem, item_from_row
+from omni_model.text.normalize import normalize_text
 
 __all__ = [
     "PROBE_TASKS",

@@ -37,9 +37,8 @@ from pocketsphinx.lm import ArpaBoLM
 from omni_model.audio_io import resample
 from omni_model.encoders.audio import load_whisper
 from omni_model.encoders.errors import CheckpointError
-from omni_model.evaluation.metrics import normalize_text
-from omni_model.evaluation.phones import arpabet
-from omni_model.tts import SpeechSynthesisError, ipa_pronunciations
+from omni_model.text.normalize import normalize_text
+from omni_model.text.pronunciation import espeak_pronunciations
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +148,6 @@ def dictionary_pronunciations(words: set[str]) -> dict[str, str | None]:
     """Each word's phones in pocketsphinx's full dictionary, None for a word it lacks."""
     lookup = full_dictionary()
     return {word: lookup.lookup_word(word) or None for word in sorted(words)}
-
-
-def espeak_pronunciations(words: set[str]) -> dict[str, str | None]:
-    """Each word's phones by espeak-ng's letter-to-sound rules, None where they have a sound
-    without an English phone; all None (with a warning) when espeak-ng is not installed."""
-    ordered = sorted(words)
-    try:
-        ipa = ipa_pronunciations(ordered)
-    except SpeechSynthesisError as error:
-        log.warning("no pronunciations for words outside pocketsphinx's dictionary: %s", error)
-        return dict.fromkeys(ordered)
-    return {word: arpabet(sounds) for word, sounds in zip(ordered, ipa, strict=True)}
 
 
 def pronunciations(words: set[str]) -> tuple[dict[str, str | None], list[str]]:

@@ -12,7 +12,6 @@ reply ("7 days.") and what an ASR writes ("seven days"), not the words themselve
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,16 +24,7 @@ from whisper.audio import mel_filters
 
 from omni_model.audio_io import resample
 from omni_model.encoders.speaker import SpeakerEncoder, cosine_similarity
-
-ONES = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-    "nineteen",
-)  # fmt: skip
-TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-MAX_SPELLED = 999_999  # larger numbers are read digit by digit
-NUMBER = re.compile(r"\d+")
-NOT_WORD = re.compile(r"[^a-z']+")
+from omni_model.text.normalize import normalize_text
 
 # Mel cepstra for MCD: 25 ms windows every 10 ms at 16 kHz, 80 mel bands (Whisper's filters).
 MCD_RATE = 16_000
@@ -45,28 +35,6 @@ MCD_CEPSTRA = 24  # c1..c24; c0 (loudness) is left out, as usual for MCD
 MEL_FLOOR = 1e-10  # mel power floor before the log
 TRIM_DB = 40.0  # leading/trailing frames this far below the loudest frame are silence
 MCD_SCALE = 10.0 * math.sqrt(2.0) / math.log(10.0)  # cepstral distance -> dB
-
-
-def number_words(number: int) -> str:
-    """0..999,999 in words ("twenty one"); larger numbers digit by digit."""
-    if number > MAX_SPELLED:
-        return " ".join(ONES[int(digit)] for digit in str(number))
-    if number < 20:
-        return ONES[number]
-    if number < 100:
-        tens, ones = divmod(number, 10)
-        return TENS[tens] + (f" {ONES[ones]}" if ones else "")
-    if number < 1000:
-        hundreds, rest = divmod(number, 100)
-        return f"{ONES[hundreds]} hundred" + (f" {number_words(rest)}" if rest else "")
-    thousands, rest = divmod(number, 1000)
-    return f"{number_words(thousands)} thousand" + (f" {number_words(rest)}" if rest else "")
-
-
-def normalize_text(text: str) -> str:
-    """Lower case, digits spelled out, punctuation dropped, single spaces."""
-    spelled = NUMBER.sub(lambda match: f" {number_words(int(match.group()))} ", text.lower())
-    return " ".join(NOT_WORD.sub(" ", spelled).split())
 
 
 @dataclass(frozen=True)

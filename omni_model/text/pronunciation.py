@@ -1,6 +1,6 @@
 """espeak-ng's IPA -> the ARPAbet phones of pocketsphinx's English model.
 
-pocketsphinx can only hear words its dictionary holds. A reply may say a word it lacks (a
+pocketsphinx can only hear (or align) words its dictionary holds. A reply may say a word it lacks (a
 made-up word of an undertrained model, a rare name in a user's corpus); espeak-ng's
 letter-to-sound rules still pronounce it, and mapping that pronunciation onto the acoustic
 model's 39 phones lets the grammar include the word. Against the dictionary (stress marks
@@ -10,6 +10,12 @@ names, where it is within a phone or two: close enough for a grammar-constrained
 """
 
 from __future__ import annotations
+
+import logging
+
+from omni_model.tts import SpeechSynthesisError, ipa_pronunciations
+
+log = logging.getLogger(__name__)
 
 # Longest symbols first when matching; r-coloured vowels and diphthongs before their parts.
 IPA_TO_ARPABET = {
@@ -103,3 +109,15 @@ def arpabet(ipa: str) -> str | None:
         phones.append(IPA_TO_ARPABET[symbol])
         position += len(symbol)
     return " ".join(phones) or None
+
+
+def espeak_pronunciations(words: set[str]) -> dict[str, str | None]:
+    """Each word's phones by espeak-ng's letter-to-sound rules, None where they have a sound
+    without an English phone; all None (with a warning) when espeak-ng is not installed."""
+    ordered = sorted(words)
+    try:
+        ipa = ipa_pronunciations(ordered)
+    except SpeechSynthesisError as error:
+        log.warning("no pronunciations for words outside pocketsphinx's dictionary: %s", error)
+        return dict.fromkeys(ordered)
+    return {word: arpabet(sounds) for word, sounds in zip(ordered, ipa, strict=True)}
