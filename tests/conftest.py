@@ -99,10 +99,30 @@ def small_codec(speech_corpus: SpeechCorpus) -> OfflineCodec:
     return OfflineCodec.fit(clips, progress=False)
 
 
+@pytest.fixture(scope="session")
+def phonetic_codec(speech_corpus: SpeechCorpus) -> OfflineCodec:
+    """An offline codec with a phonetic first stage, fitted on the training sentences and
+    their texts (a short tagger training: most frames named right, not all)."""
+    train = speech_corpus.train
+    return OfflineCodec.fit(
+        [u.audio for u in train],
+        texts=[u.text for u in train],
+        iterations=2,
+        tagger_steps=600,
+        progress=False,
+    )
+
+
 # The tiny pipeline, built once per session for the pipeline and notebook tests.
 TINY = {
     "generated_corpus": {"size": "tiny"},
-    "speech_codec": {"fit_minutes": 1.0, "kmeans_iterations": 2},
+    # the phonetic first stage, so the asset's forced alignment and tagger run here too
+    "speech_codec": {
+        "fit_minutes": 1.0,
+        "kmeans_iterations": 2,
+        "first_stage": "phones",
+        "tagger_steps": 200,
+    },
 }
 GOOD_CLIPS = ("the cat sat on the mat", "two plus two is four")
 

@@ -40,6 +40,26 @@ def test_fit_skips_bad_files_by_name_and_writes_a_loadable_codec(tmp_path, speec
     assert OfflineCodec.load(out).codec_id == summary["codec_id"]
 
 
+def test_fit_with_transcripts_can_give_a_phonetic_first_stage(tmp_path, speech_corpus, capsys):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for index, utterance in enumerate(speech_corpus.train[:6]):
+        sf.write(folder / f"{index}.wav", utterance.audio.numpy(), 24_000)
+        (folder / f"{index}.txt").write_text(utterance.text)
+    out = tmp_path / "codec.safetensors"
+    fit = ["codec", "fit", str(folder), "--out", str(out), "--tagger-steps", "20"]
+    assert main([*fit, "--first-stage", "phones"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["first_stage"] == "phones" and OfflineCodec.load(out).tagger is not None
+    (folder / "5.txt").unlink()
+    assert main([*fit, "--first-stage", "phones"]) == 2
+    error = capsys.readouterr().err
+    assert "1 have none" in error and "5.wav" in error
+    assert main(fit) == 0  # k-means by default
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["first_stage"] == "kmeans" and OfflineCodec.load(out).tagger is None
+
+
 def test_fit_without_usable_audio_fails_clearly(tmp_path, capsys):
     (tmp_path / "bad.wav").write_bytes(b"\0" * 10)
     assert main(["codec", "fit", str(tmp_path), "--out", str(tmp_path / "c.st")]) == 2

@@ -222,13 +222,17 @@ def test_word_errors():
 
 
 @pytest.mark.slow
-def test_decoded_held_out_speech_is_recognised(speech_corpus):
+@pytest.mark.parametrize("first_stage", ["kmeans", "phones"])
+def test_decoded_held_out_speech_is_recognised(speech_corpus, phonetic_codec, first_stage):
     """Quality gate: fit on ~8 minutes of speech, decode unseen sentences, WER <= 10%.
 
     The grammar allows any phrase in each of the four slots (4,096 sentences), so a
     misheard phrase counts as a word error rather than snapping to the right sentence.
     """
-    codec = OfflineCodec.fit([u.audio for u in speech_corpus.train], progress=False)
+    if first_stage == "phones":
+        codec = phonetic_codec
+    else:
+        codec = OfflineCodec.fit([u.audio for u in speech_corpus.train], progress=False)
     slots = ["(" + " | ".join(phrases) + ")" for phrases in speech_corpus.slots]
     grammar = f"#JSGF V1.0;\ngrammar sentences;\npublic <sentence> = {' '.join(slots)};\n"
     asr = PocketsphinxTranscriber.from_grammar(grammar)

@@ -10,6 +10,7 @@ from pathlib import Path
 from omni_model.audio_io import AudioError, load_audio, save_wav
 from omni_model.quantization import CODEC_KINDS, SAMPLE_RATE, OfflineCodec, load_codec
 from omni_model.quantization.offline import FIRST_STAGE_CODES
+from omni_model.quantization.phonetic import TAGGER_STEPS
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -29,6 +30,19 @@ def register(subparsers) -> None:
         type=int,
         default=FIRST_STAGE_CODES,
         help="centroids of the first stage (the later seven have 2,048)",
+    )
+    fit.add_argument(
+        "--first-stage",
+        choices=("kmeans", "phones"),
+        default="kmeans",
+        help="kmeans (default): clustered like the later stages; phones: a phonetic first "
+        "stage, learnt from each file's transcript (NAME.txt beside NAME.wav)",
+    )
+    fit.add_argument(
+        "--tagger-steps",
+        type=int,
+        default=TAGGER_STEPS,
+        help="training steps of the phonetic first stage's phone tagger",
     )
     fit.add_argument("--seed", type=int, default=0)
     fit.set_defaults(run=run_fit)
@@ -53,30 +67,53 @@ def audio_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
 
 
+def transcripts(paths: list[Path], first_stage: str) -> list[str] | None:
+    """Each file's transcript (NAME.txt beside it) for a phonetic first stage, or None."""
+    if first_stage == "kmeans":
+        return None
+    missing = [path for path in paths if not path.with_suffix(".txt").is_file()]
+    if missing:
+        listed = ", ".join(str(path) for path in missing[:5])
+        raise ValueError(
+            f"--first-stage phones needs a transcript beside every audio file; "
+            f"{len(missing)} have none ({listed}); use --first-stage kmeans"
+        )
+    return [path.with_suffix(".txt").read_text().strip() for path in paths]
+
+
 def run_fit(args: argparse.Namespace) -> int:
     paths = audio_files(args.audio_dir)
-    clips = []
-    for path in paths:
+    texts = transcripts(paths, args.first_stage)
+    clips, kept_texts = [], []
+    for index, path in enumerate(paths):
         try:
             clips.append(load_audio(path, sample_rate=SAMPLE_RATE))
         except AudioError as error:
             print(f"warning: skipping {error}", file=sys.stderr)
+            continue
+        if texts is not None:
+            kept_texts.append(texts[index])
     skipped = len(paths) - len(clips)
     if not clips:
         raise ValueError(
             f"{args.audio_dir}: no usable audio ({len(paths)} audio files, {skipped} skipped)"
         )
     seconds = sum(len(clip) for clip in clips) / SAMPLE_RATE
+    stage = "phonetic" if texts is not None else "k-means"
     print(f"fitting on {len(clips)} files ({seconds:.1f} s of audio), skipped {skipped}")
+    print(f"first stage: {stage}")
     codec = OfflineCodec.fit(
         clips,
+        texts=kept_texts if texts is not None else None,
         iterations=args.iterations,
         seed=args.seed,
         first_stage_codes=args.first_stage_codes,
+        tagger_steps=args.tagger_steps,
     )
     codec.save(args.out)
     print(f"wrote {args.out} ({codec.codec_id})")
     summary = {"files": len(clips), "skipped": skipped, "audio_s": round(seconds, 3)}
+    summary["first_stage"] = "phones" if texts is not None else "kmeans"
     print(json.dumps({**summary, "codec_id": codec.codec_id, "out": str(args.out)}))
     return 0
 

@@ -6,7 +6,9 @@ k-means. The first stage uses only its first 256 entries (`FIRST_STAGE_CODES`): 
 minutes of speech, 2,048 first-stage centroids hold about 4 frames each, so the first code of
 a frame is close to unique and the Talker cannot learn to predict it from text (after 3,000
 T2A steps it named 12% of them against 23% with 256 centroids; the ASR's CER on speech
-through the codec stays about the same, 0.057 against 0.052).
+through the codec stays about the same, 0.057 against 0.052). Fitted with the clips' texts,
+the first stage is phonetic instead (`phonetic`): its 40 codes name each frame's phone, as
+Mimi's first codebook names what is said, and its entries are each phone's mean frame.
 Decoding sums the chosen centroids back into log-mel, maps mel to linear magnitude with the
 filterbank's pseudo-inverse and recovers phase with (fast) Griffin-Lim. The streaming decoder
 runs Griffin-Lim over a few frames of left context with the already-played samples held
@@ -38,9 +40,16 @@ from omni_model.quantization.base import (
     StreamingDecoder,
     frames_for_samples,
 )
+from omni_model.quantization.phonetic import (
+    PHONES,
+    TAGGER_STEPS,
+    ForcedAligner,
+    PhoneTagger,
+    train_tagger,
+)
 
 FORMAT_NAME = "tiny-omni-offline-codec"
-FORMAT_VERSION = 2  # 2 added `stage_sizes`; version 1 files use every entry of every stage
+FORMAT_VERSION = 3  # 2 added `stage_sizes`, 3 the phone tagger; 1 uses every entry everywhere
 FIRST_STAGE_CODES = 256  # coarse first stage: predictable from text (see the module docstring)
 FULL_STAGES = (CODEBOOK_SIZE,) * NUM_CODEBOOKS  # every entry of every stage in use
 DISTANCE_CHUNK = 4096  # rows per distance matrix: 4096 x 2048 floats = 32 MB
@@ -195,6 +204,7 @@ class OfflineCodec(Codec):
         mel: MelSettings | None = None,
         *,
         stage_sizes: tuple[int, ...] = FULL_STAGES,
+        tagger: PhoneTagger | None = None,
         griffin_lim_iterations: int = 32,
         context_frames: int = 3,
     ):
@@ -207,8 +217,14 @@ class OfflineCodec(Codec):
         self.codebooks = codebooks.float().clone()
         for stage, size in enumerate(stage_sizes):
             self.codebooks[stage, size:] = 0.0
+        if tagger is not None and stage_sizes[0] != len(PHONES):
+            raise ValueError(
+                f"a phonetic first stage has {len(PHONES)} codes, not {stage_sizes[0]}"
+            )
+        self.tagger = tagger.eval() if tagger is not None else None
         self.context_frames = context_frames
-        self._codec_id = _hash_codec(self.codebooks, self.mel, stage_sizes)
+        self.fit_summary: dict[str, float] = {}  # what `fit` measured; empty once loaded
+        self._codec_id = _hash_codec(self.codebooks, self.mel, stage_sizes, self.tagger)
 
     @property
     def codec_id(self) -> str:
@@ -219,51 +235,74 @@ class OfflineCodec(Codec):
         cls,
         audios: list[torch.Tensor],
         *,
+        texts: list[str] | None = None,
         mel: MelSettings | None = None,
         seed: int = 0,
         iterations: int = 4,
         first_stage_codes: int = FIRST_STAGE_CODES,
+        tagger_steps: int = TAGGER_STEPS,
         progress: bool = True,
         **kwargs,
     ) -> OfflineCodec:
-        """Fit the 8 residual stages by k-means on every frame vector of `audios` (24 kHz):
-        `first_stage_codes` centroids for the first, 2,048 for each later one.
+        """Fit the 8 residual stages on every frame vector of `audios` (24 kHz).
 
-        A corpus of minutes gives only a few vectors per centroid, so k-means settles within
-        a few iterations: more change the error on unseen audio by well under 1%.
+        Without `texts`, every stage is k-means: `first_stage_codes` centroids for the
+        first, 2,048 for each later one. A corpus of minutes gives only a few vectors per
+        centroid, so k-means settles within a few iterations: more change the error on
+        unseen audio by well under 1%. With `texts` (what each clip says), the first stage is
+        phonetic (`fit_phone_stage`, its tagger trained for `tagger_steps`) and
+        `first_stage_codes` is not used.
         """
-        stage_sizes = checked_stage_sizes((first_stage_codes, *FULL_STAGES[1:]))
         analysis = LogMel(mel or MelSettings())
-        vectors = [
-            analysis.frame_vectors(audio.reshape(1, -1))[0][0] for audio in audios if audio.numel()
-        ]  # each (frames, 640)
-        residual = torch.cat(vectors) if vectors else torch.zeros(0)
+        kept = [i for i, audio in enumerate(audios) if audio.numel()]
+        vectors = [analysis.frame_vectors(audios[i].reshape(1, -1))[0][0] for i in kept]
+        residual = torch.cat(vectors) if vectors else torch.zeros(0)  # (N, 640)
         if len(residual) == 0:
             raise ValueError("cannot fit the offline codec on an empty corpus")
         generator = torch.Generator().manual_seed(seed)
-        codebooks = []
+        codebooks, tagger, summary = [], None, {}
+        if texts is not None:
+            if len(texts) != len(audios):
+                raise ValueError(f"{len(texts)} texts for {len(audios)} clips")
+            clips = [(audios[i], texts[i]) for i in kept]
+            tagger, centroids, residual, summary = fit_phone_stage(
+                analysis, clips, vectors, tagger_steps, seed, progress
+            )
+            codebooks.append(centroids)
+            first_stage_codes = len(PHONES)
+        stage_sizes = checked_stage_sizes((first_stage_codes, *FULL_STAGES[1:]))
         with tqdm(
-            total=NUM_CODEBOOKS * iterations,
+            total=(NUM_CODEBOOKS - len(codebooks)) * iterations,
             desc=f"k-means on {len(residual)} frames",
             disable=not progress,
         ) as bar:
-            for size in stage_sizes:
+            for size in stage_sizes[len(codebooks) :]:
                 centroids = kmeans(residual, size, iterations, generator, bar.update)
                 residual = held_out_residual(residual, centroids)
-                unused = torch.zeros(CODEBOOK_SIZE - size, centroids.shape[1])
-                codebooks.append(torch.cat([centroids, unused]))
-        return cls(torch.stack(codebooks), analysis.mel, stage_sizes=stage_sizes, **kwargs)
+                codebooks.append(centroids)
+        codebooks = [
+            torch.cat([c, torch.zeros(CODEBOOK_SIZE - len(c), c.shape[1])]) for c in codebooks
+        ]
+        codec = cls(
+            torch.stack(codebooks), analysis.mel, stage_sizes=stage_sizes, tagger=tagger, **kwargs
+        )
+        codec.fit_summary = summary
+        return codec
 
     def save(self, path: str | Path) -> None:
         """One safetensors file (written atomically); settings and version in its metadata."""
         path = Path(path)
         header = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
         settings = {"mel": dataclasses.asdict(self.mel), "stage_sizes": list(self.stage_sizes)}
+        tensors = {"codebooks": self.codebooks}
+        if self.tagger is not None:
+            settings["tagger"] = self.tagger.settings
+            tensors |= {f"tagger.{k}": v for k, v in self.tagger.state_dict().items()}
         metadata = {"offline_codec": json.dumps(header | settings)}
         handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(handle)
         try:
-            save_file({"codebooks": self.codebooks}, temp, metadata=metadata)
+            save_file({k: v.contiguous() for k, v in tensors.items()}, temp, metadata=metadata)
             os.replace(temp, path)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
@@ -277,22 +316,41 @@ class OfflineCodec(Codec):
         try:
             with safe_open(path, framework="pt") as file:
                 header = json.loads((file.metadata() or {}).get("offline_codec", "null"))
-                codebooks = file.get_tensor("codebooks") if header else None
+                tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (safe_open has no __iter__) if header else {}
         except (SafetensorError, json.JSONDecodeError) as error:
             raise ValueError(f"{path}: unreadable offline codec file ({error})") from error
         if not header or header.get("format") != FORMAT_NAME:
             raise ValueError(f"{path}: not an offline codec file (no offline_codec metadata)")
-        if header.get("version") not in (1, FORMAT_VERSION):
+        if header.get("version") not in (1, 2, FORMAT_VERSION):
             raise ValueError(f"{path}: unknown offline codec format version {header['version']}")
         sizes = tuple(header.get("stage_sizes", FULL_STAGES))
-        return cls(codebooks, MelSettings(**header["mel"]), stage_sizes=sizes, **kwargs)
+        tagger = None
+        if "tagger" in header:
+            tagger = PhoneTagger(**header["tagger"])
+            prefix = "tagger."
+            weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            tagger.load_state_dict(weights)
+        codebooks = tensors["codebooks"]
+        return cls(
+            codebooks, MelSettings(**header["mel"]), stage_sizes=sizes, tagger=tagger, **kwargs
+        )
 
-    def _residual_vq(self, vectors: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
-        """vectors (N, 640) -> codes (N, 8) and mean squared residual before/after each stage."""
+    def _residual_vq(
+        self, vectors: torch.Tensor, first_codes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[float]]:
+        """vectors (N, 640) -> codes (N, 8) and mean squared residual before/after each stage.
+
+        `first_codes` (N,), the tagger's phones, replace the first stage's nearest entries.
+        """
         residual = vectors
         codes, energies = [], [residual.pow(2).mean().item()]
-        for centroids, size in zip(self.codebooks, self.stage_sizes, strict=True):
-            index = nearest(residual, centroids[:size])[:, 0]
+        for stage, (centroids, size) in enumerate(
+            zip(self.codebooks, self.stage_sizes, strict=True)
+        ):
+            if stage == 0 and first_codes is not None:
+                index = first_codes
+            else:
+                index = nearest(residual, centroids[:size])[:, 0]
             residual = residual - centroids[index]
             codes.append(index)
             energies.append(residual.pow(2).mean().item())
@@ -300,8 +358,21 @@ class OfflineCodec(Codec):
 
     def residual_energies(self, audio: torch.Tensor) -> list[float]:
         """audio (samples,) -> 9 mean squared residuals: unquantized, then after stages 1..8."""
-        vectors, _ = self.log_mel.frame_vectors(audio.reshape(1, -1))
-        return self._residual_vq(vectors[0])[1]
+        vectors, frames = self.log_mel.frame_vectors(audio.reshape(1, -1))
+        return self._residual_vq(vectors[0], self.first_codes(vectors, frames))[1]
+
+    def first_codes(self, vectors: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | None:
+        """vectors (B, F, 640), frames (B,) -> the tagger's phone per frame, (B * F,); None
+        without a tagger. Each item is tagged over its own frames only, so it gets the same
+        codes alone and inside a padded batch."""
+        if self.tagger is None:
+            return None
+        codes = torch.zeros(vectors.shape[:2], dtype=torch.long)
+        for item, count in enumerate(frames.tolist()):
+            if count:
+                log_mel = vectors[item, :count].reshape(-1, self.mel.n_mels)  # (8F, 80)
+                codes[item, :count] = self.tagger.frame_phones(log_mel, self.mel.mels_per_frame)
+        return codes.reshape(-1)
 
     @torch.no_grad()
     def encode(
@@ -309,7 +380,8 @@ class OfflineCodec(Codec):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         vectors, frames = self.log_mel.frame_vectors(audio, lengths)  # (B, F, 640)
         batch, count = vectors.shape[:2]
-        codes, _ = self._residual_vq(vectors.reshape(-1, self.mel.vector_size))
+        first = self.first_codes(vectors, frames)
+        codes, _ = self._residual_vq(vectors.reshape(-1, self.mel.vector_size), first)
         codes = codes.reshape(batch, count, NUM_CODEBOOKS).transpose(1, 2)  # (B, 8, F)
         padding = torch.arange(count)[None, None, :] >= frames[:, None, None]
         return codes.masked_fill(padding, 0).contiguous(), frames
@@ -376,6 +448,41 @@ class OfflineStreamingDecoder(StreamingDecoder):
         self.magnitude = magnitude[..., new.shape[-1] :]
         self.played = audio[:, audio.shape[1] - context :]
         return audio[0, context:]
+
+
+def fit_phone_stage(
+    analysis: LogMel,
+    clips: list[tuple[torch.Tensor, str]],
+    vectors: list[torch.Tensor],
+    steps: int,
+    seed: int,
+    progress: bool,
+) -> tuple[PhoneTagger, torch.Tensor, torch.Tensor, dict[str, float]]:
+    """The phonetic first stage: a tagger trained on the clips' forced alignments, its
+    40 entries the mean frame vector of each phone it names, the residual it leaves (N, 640),
+    and how the fit went (clips aligned, the tagger's accuracy on held-out aligned clips).
+    Clips pocketsphinx cannot align still count in the entries and the residual."""
+    aligner = ForcedAligner()
+    mels = [v.reshape(-1, analysis.mel.n_mels) for v in vectors]  # each (8F, 80)
+    aligned = [
+        (mel, aligner.align(audio, analysis.mel.sample_rate, text, len(mel)))
+        for (audio, text), mel in tqdm(
+            list(zip(clips, mels, strict=True)), desc="aligning", disable=not progress
+        )
+    ]
+    aligned = [(mel, labels) for mel, labels in aligned if labels is not None]
+    if not aligned:
+        raise ValueError("pocketsphinx aligned none of the clips with its text")
+    tagger, accuracy = train_tagger(
+        *map(list, zip(*aligned, strict=True)), steps=steps, seed=seed, progress=progress
+    )
+    summary = {"aligned_clips": len(aligned), "clips": len(clips), "tagger_accuracy": accuracy}
+    frames = torch.cat(vectors)  # (N, 640)
+    phones = torch.cat([tagger.frame_phones(mel, analysis.mel.mels_per_frame) for mel in mels])
+    sums = torch.zeros(len(PHONES), frames.shape[1]).index_add_(0, phones, frames)
+    counts = torch.bincount(phones, minlength=len(PHONES))[:, None]
+    centroids = torch.where(counts > 0, sums / counts.clamp(min=1), frames.mean(dim=0))
+    return tagger, centroids, frames - centroids[phones], summary
 
 
 def checked_stage_sizes(sizes: tuple[int, ...]) -> tuple[int, ...]:
@@ -458,10 +565,18 @@ def kmeans(
     return centroids
 
 
-def _hash_codec(codebooks: torch.Tensor, mel: MelSettings, stage_sizes: tuple[int, ...]) -> str:
+def _hash_codec(
+    codebooks: torch.Tensor,
+    mel: MelSettings,
+    stage_sizes: tuple[int, ...],
+    tagger: PhoneTagger | None,
+) -> str:
     settings = dataclasses.asdict(mel)
     if any(size < CODEBOOK_SIZE for size in stage_sizes):  # full stages: version 1's ids
         settings["stage_sizes"] = list(stage_sizes)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(codebooks.numpy().tobytes())
+    if tagger is not None:
+        for name, value in sorted(tagger.state_dict().items()):
+            digest.update(name.encode() + value.numpy().tobytes())
     return "offline-" + digest.hexdigest()[:16]

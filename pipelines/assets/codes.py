@@ -9,6 +9,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import dagster as dg
 import pyarrow as pa
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from omni_model.audio_io import AudioError, load_audio
 from omni_model.quantization import Codec, OfflineCodec, load_codec
 from omni_model.quantization.offline import FIRST_STAGE_CODES
+from omni_model.quantization.phonetic import TAGGER_STEPS
 from pipelines.assets.common import Landed, preview_table
 from pipelines.partitions import BUCKETS
 from pipelines.quarantine import quarantine_rows, write_quarantine
@@ -39,12 +41,17 @@ CODES_SCHEMA = pa.schema(
 
 
 class SpeechCodecConfig(dg.Config):
-    """How much speech the offline codec is fitted on, and its first stage's size (both
-    ignored for Mimi)."""
+    """How much speech the offline codec is fitted on, and how its first stage is made
+    (all ignored for Mimi): `kmeans` clusters log-mel into `first_stage_codes` entries, as
+    the later stages do; `phones` names each frame's phone, learnt in `tagger_steps` from
+    forced alignments of the clips with their text (like Mimi's semantic first codebook).
+    On the demo's 3,000 T2A steps neither gives speech the ASR can follow (README)."""
 
     fit_minutes: float = 10.0
     kmeans_iterations: int = 4
+    first_stage: Literal["kmeans", "phones"] = "kmeans"
     first_stage_codes: int = FIRST_STAGE_CODES
+    tagger_steps: int = TAGGER_STEPS
     seed: int = 0
 
 
@@ -55,21 +62,25 @@ class CodecManifest:
     weights: str
 
 
-def fitting_audio(corpora: list[Landed], minutes: float) -> list[torch.Tensor]:
-    """Answer clips in sample-id order until `minutes` of audio: deterministic for a corpus."""
+def fitting_audio(corpora: list[Landed], minutes: float) -> tuple[list[torch.Tensor], list[str]]:
+    """Answer clips and what they say, in sample-id order until `minutes` of audio:
+    deterministic for a corpus."""
     records = sorted((r for c in corpora for r in c.records()), key=lambda r: r.sample_id)
-    clips, total = [], 0.0
+    clips, texts, total = [], [], 0.0
     for record in records:
-        for index, clip in enumerate(record.answer_audio):
+        for index, (clip, text) in enumerate(
+            zip(record.answer_audio, record.turns("assistant"), strict=False)
+        ):
             try:
                 audio = load_audio(clip, name=f"{record.sample_id}#a{index}")
             except AudioError:
                 continue  # unreadable clips are quarantined by `speech_codes`
             clips.append(audio)
+            texts.append(text)
             total += len(audio) / 24_000 / 60
             if total >= minutes:
-                return clips
-    return clips
+                return clips, texts
+    return clips, texts
 
 
 @dg.asset(group_name="codes", description="The codec every code in the store is made with.")
@@ -81,14 +92,16 @@ def speech_codec(
     spoken_corpus: dict[str, Landed],
 ) -> CodecManifest:
     if codec.kind == "offline":
-        clips = fitting_audio(list(spoken_corpus.values()), config.fit_minutes)
+        clips, texts = fitting_audio(list(spoken_corpus.values()), config.fit_minutes)
         if not clips:
             raise dg.Failure("no readable answer speech to fit the offline codec on")
         fitted = OfflineCodec.fit(
             clips,
+            texts=texts if config.first_stage == "phones" else None,
             seed=config.seed,
             iterations=config.kmeans_iterations,
             first_stage_codes=config.first_stage_codes,
+            tagger_steps=config.tagger_steps,
         )
         weights = store.path("codecs", f"{fitted.codec_id}.safetensors")
         weights.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +109,8 @@ def speech_codec(
         loaded: Codec = fitted
         minutes = sum(len(c) for c in clips) / 24_000 / 60
         context.add_output_metadata(
-            output_name="result", metadata={"fitted_on_minutes": round(minutes, 2)}
+            output_name="result",
+            metadata={"fitted_on_minutes": round(minutes, 2), **fitted.fit_summary},
         )
     else:
         loaded = load_codec(codec.kind, codec.mimi_weights, codec.allow_download)
