@@ -44,10 +44,8 @@ from omni_model.training.checkpoint import (
 )
 from omni_model.training.data import (
     DataSettings,
-    IndexedRow,
     ShardData,
     ShardError,
-    ShardIndex,
     measure_row,
     plan_batches,
 )
@@ -313,26 +311,6 @@ def test_mixing_draws_a_fresh_share_of_other_tasks_into_every_epoch(shards):
     stage = dataclasses.replace(get_plan("tiny").stage("i2t"), mix=("t2a",))
     validation = ShardData(root, tokenizer, stage.data_settings("validation"))
     assert set(validation.describe()["task_rows"]) == {"i2t"}
-
-
-@pytest.mark.parametrize("own_groups", [1, 4])
-def test_mixed_in_rows_come_throughout_the_epoch_not_in_a_block(own_groups):
-    """A shard file is often one row group: its rows must still be spread over the epoch."""
-    per_group = 400 // own_groups
-    own = [
-        IndexedRow(g, 0, r, 10 + r % 50, None) for g in range(own_groups) for r in range(per_group)
-    ]
-    mixed = [IndexedRow(own_groups, 0, r, 10 + r % 50, None, mixed=True) for r in range(400)]
-    index = ShardIndex([], [], own + mixed, None, None)
-    settings = DataSettings("t2a", 256, 4, mix=("text",), mix_share=0.5, bucket_batches=8)
-    batches = plan_batches(index, settings, epoch=0)
-    rows = [n for batch in batches for n in batch]
-    assert sorted(n for n in rows if n < len(own)) == list(range(len(own)))
-    assert sum(n >= len(own) for n in rows) == 200
-    for quarter in np.array_split(np.arange(len(batches)), 4):
-        quarter_rows = [n for i in quarter for n in batches[i]]
-        share = sum(n >= len(own) for n in quarter_rows) / len(quarter_rows)
-        assert 0.15 < share < 0.55, f"mixed-in share {share:.2f} in one quarter of the epoch"
 
 
 def test_length_bucketing_keeps_padding_well_below_pad_to_max(shards):

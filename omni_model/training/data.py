@@ -378,47 +378,30 @@ def plan_batches(
     index: ShardIndex, settings: DataSettings, epoch: int, rank: int = 0, world_size: int = 1
 ) -> list[list[int]]:
     """This rank's batches (lists of row numbers in `index.rows`) for one epoch: every row
-    of the stage's task plus a fresh draw of `mix_share` times as many mixed-in rows.
-
-    The stage's own row groups are taken in random order a window at a time; the drawn rows
-    of each mixed-in group are spread over every window, so other tasks' batches come
-    throughout the epoch rather than in a block (a shard file is often one row group, and
-    a block of another task's steps is when a small model forgets its own).
-    """
+    of the stage's task plus a fresh draw of `mix_share` times as many mixed-in rows."""
     rng = np.random.default_rng([settings.seed, epoch])
     own = [number for number, row in enumerate(index.rows) if not row.mixed]
     others = [number for number, row in enumerate(index.rows) if row.mixed]
     draw = min(len(others), round(settings.mix_share * len(own)))
-    drawn = sorted(rng.choice(others, draw, replace=False).tolist()) if draw else []
-    own_groups, drawn_groups = row_groups(index, own), row_groups(index, drawn)
-    window_rows = settings.batch_size * settings.bucket_batches
-    windows: list[list[int]] = [[]]
-    for key in [list(own_groups)[i] for i in rng.permutation(len(own_groups))]:
-        if len(windows[-1]) >= window_rows:
-            windows.append([])
-        windows[-1] += own_groups[key]
-    for rows in drawn_groups.values():
-        for window, part in zip(
-            windows, np.array_split(rng.permutation(rows), len(windows)), strict=True
-        ):
-            window += part.tolist()
-    batches = [
-        batch
-        for window in windows
-        if window
-        for batch in window_batches(index, settings, window, rng)
-    ]
-    usable = len(batches) - len(batches) % world_size
-    return batches[rank:usable:world_size]
-
-
-def row_groups(index: ShardIndex, numbers: list[int]) -> dict[tuple[int, int], list[int]]:
-    """Row numbers by the (file, row group) they are read from, in first-seen order."""
+    if draw:
+        own += sorted(rng.choice(others, draw, replace=False).tolist())
     groups: dict[tuple[int, int], list[int]] = {}
-    for number in numbers:
+    for number in own:
         row = index.rows[number]
         groups.setdefault((row.file, row.group), []).append(number)
-    return groups
+    keys = list(groups)
+    window_rows = settings.batch_size * settings.bucket_batches
+    batches: list[list[int]] = []
+    window: list[int] = []
+    for position in rng.permutation(len(keys)):
+        window += groups[keys[position]]
+        if len(window) >= window_rows:
+            batches += window_batches(index, settings, window, rng)
+            window = []
+    if window:
+        batches += window_batches(index, settings, window, rng)
+    usable = len(batches) - len(batches) % world_size
+    return batches[rank:usable:world_size]
 
 
 def window_batches(
