@@ -90,6 +90,15 @@ def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarra
     return out.astype(np.float32)
 
 
+def padded_pcm16(audio: torch.Tensor, sample_rate: int, rate: int, pad_seconds: float) -> bytes:
+    """audio (samples,) float -> 16-bit little-endian PCM at `rate` with `pad_seconds` of
+    silence either side: what pocketsphinx reads, and needs to find where speech starts."""
+    pcm = resample(audio.detach().float().cpu().numpy(), sample_rate, rate)
+    silence = np.zeros(round(pad_seconds * rate), dtype=np.float32)
+    pcm = np.concatenate([silence, pcm, silence])
+    return (np.clip(pcm, -1, 1) * 32_767).astype("<i2").tobytes()
+
+
 def encode_wav_bytes(audio: torch.Tensor, sample_rate: int = 24_000) -> bytes:
     """(samples,) float in [-1, 1] -> 16-bit PCM WAV bytes (values outside are clipped)."""
     if audio.ndim != 1:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from omni_model.evaluation.metrics import dtw
 from omni_model.quantization import OfflineCodec
 from omni_model.quantization.offline import LogMel, MelSettings
 from omni_model.quantization.phonetic import PHONES, SILENCE, ForcedAligner
@@ -33,13 +34,8 @@ def collapsed(labels: list[int]) -> list[int]:
 
 def dtw_agreement(a: list[int], b: list[int]) -> float:
     """1 - (mismatches on the cheapest monotonic alignment) / (longer length)."""
-    cost = np.full((len(a) + 1, len(b) + 1), np.inf)
-    cost[0, 0] = 0.0
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            step = min(cost[i - 1, j], cost[i, j - 1], cost[i - 1, j - 1])
-            cost[i, j] = (a[i - 1] != b[j - 1]) + step
-    return 1.0 - cost[-1, -1] / max(len(a), len(b))
+    mismatches, _ = dtw((np.asarray(a)[:, None] != np.asarray(b)[None, :]).astype(float))
+    return 1.0 - mismatches / max(len(a), len(b))
 
 
 def test_aligner_finds_each_words_dictionary_phones_in_order(aligner):

@@ -99,9 +99,9 @@ def run_fit(args: argparse.Namespace) -> int:
             f"{args.audio_dir}: no usable audio ({len(paths)} audio files, {skipped} skipped)"
         )
     seconds = sum(len(clip) for clip in clips) / SAMPLE_RATE
-    stage = "phonetic" if texts is not None else "k-means"
+    first_stage = "phones" if texts is not None else "kmeans"
     print(f"fitting on {len(clips)} files ({seconds:.1f} s of audio), skipped {skipped}")
-    print(f"first stage: {stage}")
+    print(f"first stage: {first_stage}")
     codec = OfflineCodec.fit(
         clips,
         texts=kept_texts if texts is not None else None,
@@ -113,7 +113,7 @@ def run_fit(args: argparse.Namespace) -> int:
     codec.save(args.out)
     print(f"wrote {args.out} ({codec.codec_id})")
     summary = {"files": len(clips), "skipped": skipped, "audio_s": round(seconds, 3)}
-    summary["first_stage"] = "phones" if texts is not None else "kmeans"
+    summary["first_stage"] = first_stage
     print(json.dumps({**summary, "codec_id": codec.codec_id, "out": str(args.out)}))
     return 0
 

@@ -28,13 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
-import numpy as np
 import torch
 import whisper
 from pocketsphinx import Decoder
 from pocketsphinx.lm import ArpaBoLM
 
-from omni_model.audio_io import resample
+from omni_model.audio_io import padded_pcm16, resample
 from omni_model.encoders.audio import load_whisper
 from omni_model.encoders.errors import CheckpointError
 from omni_model.text.normalize import normalize_text
@@ -254,12 +253,9 @@ class PocketsphinxTranscriber(Transcriber):
         return f"{self.name} ({'; '.join(notes)})" if notes else self.name
 
     def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
-        pcm = resample(audio.detach().float().cpu().numpy(), sample_rate, ASR_RATE)
-        silence = np.zeros(round(PAD_SECONDS * ASR_RATE), dtype=np.float32)
-        pcm = np.concatenate([silence, pcm, silence])
         self.decoder.start_utt()
         self.decoder.process_raw(
-            (np.clip(pcm, -1, 1) * 32_767).astype("<i2").tobytes(), full_utt=True
+            padded_pcm16(audio, sample_rate, ASR_RATE, PAD_SECONDS), full_utt=True
         )
         self.decoder.end_utt()
         hypothesis = self.decoder.hyp()

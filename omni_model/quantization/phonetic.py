@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 from pocketsphinx import Decoder
 from torch import nn
 from tqdm import tqdm
 
-from omni_model.audio_io import resample
+from omni_model.audio_io import padded_pcm16
 from omni_model.text.normalize import normalize_text
 from omni_model.text.pronunciation import espeak_pronunciations
 
@@ -73,14 +72,12 @@ class ForcedAligner:
         if not words:
             return None
         self._add_missing_words(words)
-        pcm = resample(audio.detach().float().numpy(), sample_rate, ALIGN_RATE)
-        silence = np.zeros(ALIGN_PAD_FRAMES * ALIGN_RATE // 100, dtype=np.float32)
-        raw = (np.clip(np.concatenate([silence, pcm, silence]), -1, 1) * 32_767).astype("<i2")
+        raw = padded_pcm16(audio, sample_rate, ALIGN_RATE, ALIGN_PAD_FRAMES / 100)
         try:
             self.decoder.set_align_text(" ".join(w for w in words if self.decoder.lookup_word(w)))
-            self._decode(raw.tobytes())  # first pass: where each word is
+            self._decode(raw)  # first pass: where each word is
             self.decoder.set_alignment()
-            self._decode(raw.tobytes())  # second pass: the phones within each word
+            self._decode(raw)  # second pass: the phones within each word
             alignment = self.decoder.get_alignment()
         except RuntimeError as error:
             log.debug("no alignment for %r: %s", text, error)
