@@ -18,6 +18,8 @@ AUDIO_VOCAB_SIZE = 2112
 AUDIO_PAD_ID = 2049
 AUDIO_STOP_ID = 2050
 SPEAKER_MARKER_ID = 2051
+# Where a spoken reply's text tokens sit in the text row (omni_model.data.sample).
+TEXT_LAYOUTS = ("sequential", "aligned")
 
 
 def swiglu_hidden(hidden: int) -> int:
@@ -70,8 +72,13 @@ class OmniConfig:
     stop_loss_weight: float = 10.0
     text_scale_init: float = 3.0
     audio_scale_init: float = 1.0
+    text_layout: str = "sequential"  # one of TEXT_LAYOUTS
 
     def __post_init__(self) -> None:
+        if self.text_layout not in TEXT_LAYOUTS:
+            raise ValueError(
+                f"unknown text layout {self.text_layout!r}; choose one of {TEXT_LAYOUTS}"
+            )
         for name in ("thinker", "talker"):
             stack = getattr(self, name)
             if isinstance(stack, dict):
@@ -125,8 +132,10 @@ def make_config(
     talker_hidden: int | None = None,
     moe: bool = False,
     vocab_size: int | None = None,
+    text_layout: str | None = None,
 ) -> OmniConfig:
-    """Build a preset, optionally changing the Talker width, MoE and vocabulary size."""
+    """Build a preset, optionally changing the Talker width, MoE, vocabulary size and the
+    layout of spoken replies' text."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     config = PRESETS[preset]()
@@ -137,5 +146,7 @@ def make_config(
         config.talker = dataclasses.replace(config.talker, use_moe=True)
     if vocab_size is not None:
         config.vocab_size = vocab_size
+    if text_layout is not None:
+        config.text_layout = text_layout
     config.__post_init__()
     return config

@@ -78,7 +78,12 @@ def plan_run(experiment_id: str, plan: Plan, launch_id: str, tags: Mapping[str, 
     run_tags = {"role": "plan", "launch_id": launch_id, "plan": plan.name, **tags}
     client = MlflowClient()
     run = client.create_run(experiment_id, tags=run_tags, run_name=plan.name)
-    params = {"plan": plan.name, "talker_hidden": plan.talker_hidden, "moe": plan.moe}
+    params = {
+        "plan": plan.name,
+        "talker_hidden": plan.talker_hidden,
+        "moe": plan.moe,
+        "text_layout": plan.text_layout,
+    }
     for key, value in params.items():
         client.log_param(run.info.run_id, key, str(value))
     return run.info.run_id
@@ -110,6 +115,7 @@ class MlflowStageLogger(Callback):
             flatten({"plan": plan.name, "preset": plan.preset, "stage": stage.name})
             | flatten(stage_params, "stage.")
             | flatten({"talker_hidden": plan.talker_hidden, "moe": plan.moe})
+            | {"text_layout": plan.text_layout}
             | flatten({k: info[k] for k in ("total_steps", "device", "world_size")})
             | {"trainable_parameters": str(info["trainable_parameters"])}
         )

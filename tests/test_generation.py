@@ -18,7 +18,7 @@ from omni_model.generation import (
     sample,
 )
 from omni_model.models import OmniOutput
-from omni_model.text.special_tokens import IM_END_ID
+from omni_model.text.special_tokens import IM_END_ID, TEXT_PAD_ID
 from omni_model.text.tokenizer import TokenizedConversation
 
 # The scripted model replays training layouts of any lengths, also speech shorter than text,
@@ -35,10 +35,12 @@ class ScriptedModel:
     generator's own rule (only codebook 0 may end speech) is what keeps frames whole.
     """
 
-    def __init__(self, prompt_length: int, text: list[int], answer: torch.Tensor):
-        self.config = make_config("tiny")
+    def __init__(
+        self, prompt_length: int, reply: list[int], answer: torch.Tensor, layout: str = "sequential"
+    ):
+        self.config = make_config("tiny", text_layout=layout)
         self.thinker = SimpleNamespace(embed_tokens=SimpleNamespace(weight=torch.zeros(1)))
-        self.prompt_length, self.text, self.answer = prompt_length, text, answer
+        self.prompt_length, self.reply, self.answer = prompt_length, reply, answer
         self.fed: list[torch.Tensor] = []
 
     def new_cache(self, batch: int, max_len: int):
@@ -51,8 +53,7 @@ class ScriptedModel:
         cache.length += input_ids.shape[-1]
         step = cache.length - self.prompt_length  # the step these logits are for
         text_logits = torch.zeros(1, 1, self.config.vocab_size)
-        reply = [*self.text, IM_END_ID]
-        text_logits[0, 0, reply[step] if step < len(reply) else 99] = 1.0
+        text_logits[0, 0, self.reply[step] if step < len(self.reply) else 99] = 20.0
         audio_logits = torch.zeros(1, 8, 1, 2112)
         frames = self.answer.shape[1]
         for k in range(8):
@@ -68,7 +69,7 @@ def run_scripted(text_length: int, frames: int, settings: SamplingSettings = GRE
     prompt_ids = list(range(30, 40))
     text = list(range(100, 100 + text_length))
     answer = torch.randint(0, 2048, (8, frames), generator=torch.Generator().manual_seed(frames))
-    model = ScriptedModel(len(prompt_ids), text, answer)
+    model = ScriptedModel(len(prompt_ids), [*text, IM_END_ID], answer)
     events = list(generate_stream(model, build_prompt(prompt_ids), settings=settings))
     return model, prompt_ids, text, answer, events
 
@@ -92,10 +93,27 @@ def test_generated_streams_match_the_training_layout():
     conversation = TokenizedConversation(
         [*prompt_ids, *text, IM_END_ID], len(prompt_ids), len(prompt_ids) + len(text) + 1
     )
-    streams, _ = build_streams(conversation, answer)
+    streams = build_streams(conversation, answer).streams
     assert torch.equal(
         generated, streams[:, len(prompt_ids) : len(prompt_ids) + generated.shape[1]]
     )
+
+
+def test_aligned_text_replays_its_training_layout_and_yields_no_pads():
+    prompt_ids, text, frames = list(range(30, 40)), list(range(100, 104)), 12
+    answer = torch.randint(0, 2048, (8, frames), generator=torch.Generator().manual_seed(1))
+    conversation = TokenizedConversation([*prompt_ids, *text, IM_END_ID], 10, 15)
+    layout = build_streams(conversation, answer, reply_weights=[1.0, 3.0, 2.0, 2.0, 0.0])
+    script = layout.streams[8, 10 : layout.reply_end].tolist()  # the reply's text, with pads
+    assert script.count(TEXT_PAD_ID) == frames + 1 - 5
+    model = ScriptedModel(len(prompt_ids), script, answer, layout="aligned")
+    events = list(generate_stream(model, build_prompt(prompt_ids), settings=GREEDY))
+    tokens = [e for e in events if isinstance(e, TextToken)]
+    assert [t.token_id for t in tokens] == [*text, IM_END_ID]
+    assert [t.step for t in tokens] == [s for s, token in enumerate(script) if token]
+    generated = torch.cat([column for column in model.fed[1:]], dim=1)  # (9, steps - 1)
+    assert torch.equal(generated, layout.streams[:, 10 : 10 + generated.shape[1]])
+    assert sum(isinstance(e, AudioFrame) for e in events) == frames
 
 
 def test_text_longer_than_speech_keeps_going_until_text_ends():

@@ -1,5 +1,6 @@
 """Delay-pattern invariants of the 9-stream sample builder, and the loss."""
 
+import itertools
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from omni_model.config import AUDIO_PAD_ID, AUDIO_STOP_ID, SPEAKER_MARKER_ID
 from omni_model.data import IGNORE_INDEX, build_prompt, build_sample, build_streams, collate
+from omni_model.data.sample import reply_columns
 from omni_model.text.special_tokens import TEXT_PAD_ID
 from omni_model.text.tokenizer import TokenizedConversation
 from omni_model.training import omni_loss
@@ -20,7 +22,8 @@ def codes(frames: int, seed: int = 0) -> torch.Tensor:
 
 def test_codebook_k_starts_at_reply_start_plus_k_plus_one_and_stops_once():
     answer = codes(12)
-    streams, reply_start = build_streams(CONVERSATION, answer)
+    layout = build_streams(CONVERSATION, answer)
+    streams, reply_start = layout.streams, layout.reply_start
     assert reply_start == 22
     assert streams.shape == (9, max(30, 22 + 12 + 9))
     for k in range(8):
@@ -38,7 +41,8 @@ def test_codebook_k_starts_at_reply_start_plus_k_plus_one_and_stops_once():
 def test_labels_cover_only_the_reply_and_inputs_are_shifted():
     answer = codes(12)
     sample = build_sample(CONVERSATION, answer)
-    streams, reply_start = build_streams(CONVERSATION, answer)
+    layout = build_streams(CONVERSATION, answer)
+    streams, reply_start = layout.streams, layout.reply_start
     assert torch.equal(sample.input_ids, streams[:, :-1])
     text_positions = (sample.text_labels != IGNORE_INDEX).nonzero().flatten() + 1
     assert text_positions.tolist() == list(range(22, 30))
@@ -51,7 +55,8 @@ def test_labels_cover_only_the_reply_and_inputs_are_shifted():
 
 def test_reference_codes_end_right_before_the_reply_after_a_speaker_marker():
     reference = codes(5, seed=1)
-    streams, reply_start = build_streams(CONVERSATION, codes(4), reference, with_speaker=True)
+    layout = build_streams(CONVERSATION, codes(4), reference, with_speaker=True)
+    streams, reply_start = layout.streams, layout.reply_start
     assert reply_start == 22
     assert torch.equal(streams[:8, 17:22], reference)
     assert (streams[:8, 16] == SPEAKER_MARKER_ID).all()
@@ -62,7 +67,8 @@ def test_reference_codes_end_right_before_the_reply_after_a_speaker_marker():
 
 def test_long_reference_shifts_the_conversation_right():
     reference = codes(30, seed=2)
-    streams, reply_start = build_streams(CONVERSATION, codes(3), reference, with_speaker=True)
+    layout = build_streams(CONVERSATION, codes(3), reference, with_speaker=True)
+    streams, reply_start = layout.streams, layout.reply_start
     shift = 31 - 22
     assert reply_start == 22 + shift
     assert (streams[8, :shift] == TEXT_PAD_ID).all()
@@ -132,3 +138,51 @@ def test_loss_weights_stop_targets_and_ignores_masked_positions():
     assert loss.per_codebook[0].item() == pytest.approx(expected_cb0, rel=1e-5)
     assert loss.audio.item() == pytest.approx(expected_cb0, rel=1e-5)  # other codebooks empty
     assert loss.total.item() == pytest.approx(math.log(vocab) + expected_cb0 + 0.25, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("weights", "frames"),
+    [([3.0, 5.0, 2.0, 6.0, 0.0], 40), ([1.0] * 9 + [0.0], 4), ([0.0], 7), ([4.0, 0.0], 10)],
+)
+def test_aligned_reply_columns_rise_in_proportion_and_end_where_speech_ends(weights, frames):
+    columns = reply_columns(weights, frames)
+    assert len(columns) == len(weights)
+    assert all(later > earlier for earlier, later in itertools.pairwise(columns))
+    assert columns[-1] == max(frames, len(weights) - 1)
+    total = sum(weights[:-1])
+    if len(weights) > 1:
+        assert columns[0] == 0
+    if frames >= 4 * len(weights):  # room enough: each token starts at its share of the speech
+        for index in range(1, len(weights) - 1):
+            share = frames * sum(weights[:index]) / total
+            assert share - 1 < columns[index] <= share
+
+
+def test_aligned_sample_spreads_the_reply_over_its_speech_with_pad_labels():
+    frames, weights = 30, [2.0, 4.0, 1.0, 3.0, 5.0, 1.0, 2.0, 0.0]  # 8 reply tokens
+    answer = codes(frames)
+    sequential = build_streams(CONVERSATION, answer)
+    aligned = build_streams(CONVERSATION, answer, reply_weights=weights)
+    assert aligned.reply_start == 22 and aligned.reply_end == 22 + frames + 1
+    assert torch.equal(aligned.streams[:8], sequential.streams[:8, : aligned.streams.shape[1]])
+    text = aligned.streams[8]
+    reply_columns_ = [22 + c for c in reply_columns(weights, frames)]
+    assert text[reply_columns_].tolist() == CONVERSATION.ids[22:30]
+    spoken = text[22 : aligned.reply_end]
+    assert (spoken != TEXT_PAD_ID).sum() == 8  # the rest of the reply span is pads
+    # Tokens after the reply (none in training conversations) follow it directly, in order.
+    longer = TokenizedConversation(list(range(20, 60)), reply_start=22, reply_end=30)
+    layout = build_streams(longer, answer, reply_weights=weights)
+    assert layout.streams[8, layout.reply_end : layout.reply_end + 10].tolist() == longer.ids[30:]
+    sample = build_sample(CONVERSATION, answer, reply_weights=weights)
+    labelled = (sample.text_labels != IGNORE_INDEX).nonzero().flatten() + 1
+    assert labelled.tolist() == list(range(22, aligned.reply_end))
+    assert torch.equal(
+        sample.audio_labels,
+        build_sample(CONVERSATION, answer).audio_labels[:, : sample.audio_labels.shape[1]],
+    )
+
+
+def test_aligned_layout_needs_one_weight_per_reply_token():
+    with pytest.raises(ValueError, match="7 reply weights for 8 reply tokens"):
+        build_streams(CONVERSATION, codes(10), reply_weights=[1.0] * 7)

@@ -31,7 +31,12 @@ from omni_model.data.sample import IGNORE_INDEX, TEXT_ROW
 from omni_model.encoders.audio import feature_frames
 from omni_model.encoders.image import PatchImageEncoder
 from omni_model.text import ChatTokenizer, train_tokenizer
-from omni_model.text.special_tokens import AUDIO_PLACEHOLDER_ID, IMAGE_PLACEHOLDER_ID
+from omni_model.text.special_tokens import (
+    AUDIO_PLACEHOLDER_ID,
+    IM_END_ID,
+    IMAGE_PLACEHOLDER_ID,
+    TEXT_PAD_ID,
+)
 from omni_model.training.augment import AugmentSettings, augment_speech
 from omni_model.training.checkpoint import (
     WEIGHTS_FILE,
@@ -267,6 +272,31 @@ def test_batches_hold_every_side_input_in_placeholder_order(shards):
         width = int((inputs[row] != 0).sum())  # no pads inside a text-only conversation
         assert torch.equal(labels[row, : width - 1], inputs[row, 1:width])
         assert (labels[row, width:] == IGNORE_INDEX).all()
+
+
+def test_aligned_layout_reads_the_same_reply_spread_over_its_speech(shards):
+    root, tokenizer_path = shards
+    tokenizer = ChatTokenizer.load(tokenizer_path)
+    settings = DataSettings("t2a", 256, 4, batching="pad_to_max", augment=False)
+    settings = dataclasses.replace(settings, scheduled_sampling=0.0, drop_reference=0.0)
+    sequential = ShardData(root, tokenizer, settings)
+    aligned = ShardData(root, tokenizer, dataclasses.replace(settings, text_layout="aligned"))
+    for number in range(4):
+        plain = sequential.dataset.load(number, 0).sample
+        spread = aligned.dataset.load(number, 0).sample
+        width = plain.audio_labels.shape[1]
+        assert torch.equal(plain.audio_labels, spread.audio_labels[:, :width])
+        words = plain.text_labels[plain.text_labels != IGNORE_INDEX]
+        labels = spread.text_labels[spread.text_labels != IGNORE_INDEX]
+        assert torch.equal(labels[labels != TEXT_PAD_ID], words)  # same reply, pads between
+        frames = int((plain.audio_labels[0] != IGNORE_INDEX).sum()) - 1  # codes, then a stop
+        assert len(labels) == frames + 1  # the reply ends where its speech does
+        # The end-of-turn token sits where codebook 0's last code does.
+        end = int((spread.text_labels == IM_END_ID).nonzero()[0])
+        last_code = int((spread.audio_labels[0] == AUDIO_STOP_ID).nonzero()[0]) - 1
+        assert end == last_code
+    with pytest.raises(ValueError, match="unknown text layout"):
+        dataclasses.replace(settings, text_layout="interleaved")
 
 
 def test_epoch_plans_are_deterministic_cover_every_row_and_split_across_ranks(shards):

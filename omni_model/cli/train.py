@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from omni_model.config import TEXT_LAYOUTS
 from omni_model.encoders.audio import AUDIO_ENCODERS
 from omni_model.encoders.image import IMAGE_ENCODERS
 from omni_model.training.plans import PLANS, get_plan
@@ -67,6 +68,12 @@ def register(subparsers) -> None:
     parser.add_argument("--talker-hidden", type=int, help="model variant: Talker width")
     parser.add_argument("--moe", action="store_true", help="model variant: MoE MLPs")
     parser.add_argument(
+        "--text-layout",
+        choices=TEXT_LAYOUTS,
+        help="a spoken reply's text row: one token per step, or spread over its speech "
+        "(default: the plan's)",
+    )
+    parser.add_argument(
         "--audio-encoder", choices=AUDIO_ENCODERS, help="question-audio encoder (default: plan's)"
     )
     parser.add_argument("--whisper-model", help="Whisper checkpoint file (or a cached name)")
@@ -84,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     plan = get_plan(args.plan).variant(
         talker_hidden=args.talker_hidden,
         moe=args.moe,
+        text_layout=args.text_layout,
         audio_encoder=args.audio_encoder,
         whisper_model=args.whisper_model,
         image_encoder=args.image_encoder,

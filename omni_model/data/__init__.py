@@ -3,6 +3,7 @@
 from omni_model.data.sample import (
     IGNORE_INDEX,
     Sample,
+    Streams,
     TokenizedConversation,
     build_prompt,
     build_sample,
@@ -13,6 +14,7 @@ from omni_model.data.sample import (
 __all__ = [
     "IGNORE_INDEX",
     "Sample",
+    "Streams",
     "TokenizedConversation",
     "build_prompt",
     "build_sample",

@@ -5,6 +5,14 @@ Codebook k of the answer starts at reply_start + k + 1 (one step of delay per co
 and ends with one stop id. Optional reference codes (a voice prompt) sit right before
 reply_start, after one speaker-marker column. Inputs are the streams without their last
 column; labels are the streams without their first column, masked to the reply.
+
+Two layouts of a spoken reply's text (`OmniConfig.text_layout`): `sequential` (DESIGN.md) writes the
+reply's tokens one per column from reply_start, so text ends long before its speech and the
+Talker must find on its own which word each frame says. `aligned` spreads them over the
+speech in proportion to their characters, with text pads between, so each token sits one
+column before the frame its sound starts in and the reply's end token where speech ends
+(Moshi's time-aligned "inner monologue"). The Thinker then also learns when to say the
+next word: its reply targets include the pads.
 """
 
 from __future__ import annotations
@@ -35,16 +43,44 @@ class Sample:
     reply_start: int  # column of the first reply token in the full (unshifted) streams
 
 
+@dataclass
+class Streams:
+    streams: torch.Tensor  # (9, L) long
+    reply_start: int  # column of the reply's first token (shifted when a prompt was padded)
+    reply_end: int  # column after the reply's last token
+
+
+def reply_columns(weights: list[float], frames: int) -> list[int]:
+    """Offsets from reply_start of the reply's tokens in the aligned layout.
+
+    weights: one per reply token (its characters), the last being the end token, which goes
+    where speech ends (offset `frames`). The others start at their share of the weight
+    before them, at least one column apart.
+    """
+    total = sum(weights[:-1]) or 1.0
+    columns: list[int] = []
+    before = 0.0
+    for weight in weights[:-1]:
+        share = int(frames * before / total)
+        columns.append(max(share, columns[-1] + 1) if columns else 0)
+        before += weight
+    if weights:
+        columns.append(max(frames, columns[-1] + 1) if columns else frames)
+    return columns
+
+
 def build_streams(
     conversation: TokenizedConversation,
     answer_codes: torch.Tensor | None = None,
     reference_codes: torch.Tensor | None = None,
     with_speaker: bool = False,
-) -> tuple[torch.Tensor, int]:
-    """Lay out the full (9, L) streams; returns them and the (possibly shifted) reply_start.
+    reply_weights: list[float] | None = None,
+) -> Streams:
+    """Lay out the full (9, L) streams.
 
     answer_codes: (8, F) codes 0..2047; reference_codes: (8, R). When the prompt is too
     short to hold the reference, pad columns are prepended so the voice prompt fits.
+    reply_weights (one per reply token) choose the aligned layout for a spoken reply.
     """
     _check_codes(answer_codes, "answer_codes")
     _check_codes(reference_codes, "reference_codes")
@@ -60,11 +96,23 @@ def build_streams(
     reply_start = conversation.reply_start + shift
     frames = 0 if answer_codes is None else answer_codes.shape[1]
     audio_end = reply_start + NUM_CODEBOOKS + frames + 1 if answer_codes is not None else 0
-    length = max(shift + len(conversation.ids), audio_end)
+    ids = torch.tensor(conversation.ids)
+    columns = torch.arange(len(ids)) + shift  # (N,) column of every text token
+    reply = slice(conversation.reply_start, conversation.reply_end)
+    if reply_weights is not None and answer_codes is not None:
+        if len(reply_weights) != reply.stop - reply.start:
+            raise ValueError(
+                f"{len(reply_weights)} reply weights for {reply.stop - reply.start} reply tokens"
+            )
+        offsets = torch.tensor(reply_columns(reply_weights, frames), dtype=torch.long)
+        columns[reply] = reply_start + offsets
+        columns[reply.stop :] += int(columns[reply.stop - 1]) + 1 - (reply_start + len(offsets))
+    reply_end = int(columns[reply.stop - 1]) + 1 if reply.stop > reply.start else reply_start
+    length = max(int(columns[-1]) + 1 if len(ids) else 0, audio_end)
 
     streams = torch.full((NUM_CODEBOOKS + 1, length), AUDIO_PAD_ID, dtype=torch.long)
     streams[TEXT_ROW] = TEXT_PAD_ID
-    streams[TEXT_ROW, shift : shift + len(conversation.ids)] = torch.tensor(conversation.ids)
+    streams[TEXT_ROW, columns] = ids
     if answer_codes is not None:
         for k in range(NUM_CODEBOOKS):
             first = reply_start + k + 1
@@ -77,7 +125,7 @@ def build_streams(
             ref_start += 1
         if reference_codes is not None:
             streams[:NUM_CODEBOOKS, ref_start:reply_start] = reference_codes
-    return streams, reply_start
+    return Streams(streams, reply_start, reply_end)
 
 
 def build_sample(
@@ -88,14 +136,16 @@ def build_sample(
     max_len: int | None = None,
     scheduled_sampling: float = 0.0,
     generator: torch.Generator | None = None,
+    reply_weights: list[float] | None = None,
 ) -> Sample:
     """Streams -> shifted inputs and masked labels, truncated to `max_len` input positions.
 
     scheduled_sampling: probability that an answer-code input is replaced by a random
-    code, so the Talker learns to recover from its own sampling errors.
+    code, so the Talker learns to recover from its own sampling errors. reply_weights:
+    see `build_streams`; in the aligned layout the pads between reply tokens are labels.
     """
-    streams, reply_start = build_streams(conversation, answer_codes, reference_codes, with_speaker)
-    reply_end = reply_start + conversation.reply_end - conversation.reply_start
+    layout = build_streams(conversation, answer_codes, reference_codes, with_speaker, reply_weights)
+    streams, reply_start, reply_end = layout.streams, layout.reply_start, layout.reply_end
     if max_len is not None:
         if reply_start >= max_len:
             raise ValueError(
@@ -127,7 +177,7 @@ def build_prompt(
 ) -> torch.Tensor:
     """Streams (9, P) of a generation prompt: the reply starts right after them."""
     conversation = TokenizedConversation(prompt_ids, len(prompt_ids), len(prompt_ids))
-    return build_streams(conversation, None, reference_codes, with_speaker)[0]
+    return build_streams(conversation, None, reference_codes, with_speaker).streams
 
 
 def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:

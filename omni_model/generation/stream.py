@@ -6,7 +6,8 @@ step 8 + j and is yielded right then: the codec can decode it while the reply go
 Codebook 0 decides when speech ends, within a range of frames per text token; codebook k
 stops exactly one step after k - 1, so every yielded frame has all 8 codes. Text is padded
 after its end token while audio finishes; generation ends when text has ended and every
-codebook has stopped.
+codebook has stopped. A model trained on the aligned text layout also samples text pads
+between its words (the step says nothing new); they are fed back but not yielded.
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def generate_stream(
     speaker = None if speaker is None else speaker.to(device).view(1, -1)
     output = model(prompt[None].to(device), audio_features, image_features, speaker, cache)
 
-    # Of the special tokens a reply may only end with <|im_end|>: a sampled placeholder would
-    # ask for audio/image features that do not exist, a pad or header would break the format.
+    # Of the special tokens a reply may only end with <|im_end|> (and, when aligned in time
+    # with its speech, hold pads): a sampled placeholder would ask for audio/image features
+    # that do not exist, a header would break the format.
+    aligned = model.config.text_layout == "aligned"
+    allowed = {IM_END_ID} | ({TEXT_PAD_ID} if aligned else set())
     text_mask = torch.zeros(output.text_logits.shape[-1], device=device)
-    text_mask[[i for i in range(len(SPECIAL_TOKENS)) if i != IM_END_ID]] = float("-inf")
+    text_mask[[i for i in range(len(SPECIAL_TOKENS)) if i not in allowed]] = float("-inf")
     # Codebooks sample from 0..2047; only codebook 0 may also pick the stop id (speech ends).
     audio_mask = torch.full(
         (num_codebooks, output.audio_logits.shape[-1]), float("-inf"), device=device
@@ -91,18 +95,12 @@ def generate_stream(
         column = torch.full((num_codebooks + 1,), AUDIO_PAD_ID, dtype=torch.long)
         column[-1] = TEXT_PAD_ID
         if not text_done:
-            token = int(
-                sample(
-                    text_logits + text_mask,
-                    settings.text_temperature,
-                    settings.text_top_p,
-                    generator=generator,
-                )
-            )
+            token = _next_text(text_logits + text_mask, aligned, settings, generator)
             text_done = token == IM_END_ID
-            text_tokens += 1
             column[-1] = token
-            yield TextToken(token, step, text_done)
+            if token != TEXT_PAD_ID:
+                text_tokens += 1
+                yield TextToken(token, step, text_done)
         audio_logits = audio_logits + audio_mask
         if too_early_to_stop(settings, text_done, text_tokens, len(codes[0])):
             audio_logits[0, AUDIO_STOP_ID] = float("-inf")
@@ -127,6 +125,26 @@ def generate_stream(
         if text_done and stop_step[-1] is not None:
             return
         output = model(column.view(1, -1, 1).to(device), speaker=speaker, cache=cache)
+
+
+def _next_text(
+    logits: torch.Tensor,
+    aligned: bool,
+    settings: SamplingSettings,
+    generator: torch.Generator | None,
+) -> int:
+    """logits: (vocab,), masked -> the next text token.
+
+    Aligned with speech, whether the next word starts now is decided greedily (pad while the
+    model finds a pad at least as likely as any word): sampling it would start each word at
+    the first step a word is at all likely, and the reply would run ahead of its speech.
+    """
+    if aligned and torch.softmax(logits, -1)[TEXT_PAD_ID] >= 0.5:
+        return TEXT_PAD_ID
+    if aligned:
+        logits = logits.clone()
+        logits[TEXT_PAD_ID] = float("-inf")
+    return int(sample(logits, settings.text_temperature, settings.text_top_p, generator=generator))
 
 
 def too_early_to_stop(

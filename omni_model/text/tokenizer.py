@@ -88,6 +88,11 @@ class ChatTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def reply_weights(self, conversation: TokenizedConversation) -> list[float]:
+        """Characters of each reply token (0 for special tokens): how long it is spoken."""
+        reply = conversation.ids[conversation.reply_start : conversation.reply_end]
+        return [float(len(self.decode([token]))) for token in reply]
+
     def encode_chat(
         self,
         messages: Sequence[dict],

@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from omni_model.audio_io import AudioError, load_audio
-from omni_model.config import AUDIO_PAD_ID, CODEBOOK_SIZE, NUM_CODEBOOKS
+from omni_model.config import AUDIO_PAD_ID, CODEBOOK_SIZE, NUM_CODEBOOKS, TEXT_LAYOUTS
 from omni_model.data.sample import (
     IGNORE_INDEX,
     TEXT_ROW,
@@ -119,6 +119,7 @@ class DataSettings:
     scheduled_sampling: float = 0.05
     keep_transcript: bool = False  # A2A: keep the question's text beside its audio
     image_tokens: int = 64
+    text_layout: str = "sequential"  # a spoken reply's text row: see omni_model.data.sample
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -131,6 +132,10 @@ class DataSettings:
             raise ValueError(f"unknown batching {self.batching!r}; choose one of {BATCHING}")
         if self.split not in SPLITS:
             raise ValueError(f"unknown split {self.split!r}; choose one of {SPLITS}")
+        if self.text_layout not in TEXT_LAYOUTS:
+            raise ValueError(
+                f"unknown text layout {self.text_layout!r}; choose one of {TEXT_LAYOUTS}"
+            )
         if self.batch_size < 1 or self.max_seq_len < 2:
             raise ValueError("batch_size must be >= 1 and max_seq_len >= 2")
 
@@ -278,15 +283,16 @@ def measure_row(
     if task in ("t2a", "a2a") and codes is None:
         raise ValueError("no answer codes")
     reference = frame_major(row["ref_audios"], "ref codes") if row.get("ref_audios") else None
-    streams, reply_start = build_streams(
+    layout = build_streams(
         conversation,
         None if codes is None else torch.from_numpy(codes),
         None if reference is None else torch.from_numpy(reference),
         with_speaker=bool(row.get("spk_emb")),
+        reply_weights=reply_weights(tokenizer, conversation, settings),
     )
-    if reply_start + stretch >= settings.max_seq_len:
+    if layout.reply_start + stretch >= settings.max_seq_len:
         raise ValueError(f"prompt longer than max_seq_len {settings.max_seq_len}")
-    length = min(streams.shape[1] - 1, settings.max_seq_len)
+    length = min(layout.streams.shape[1] - 1, settings.max_seq_len)
     return IndexedRow(
         -1, -1, -1, length, None if questions else conversation, task != settings.task
     )
@@ -499,6 +505,7 @@ class ShardDataset(Dataset):
             max_len=settings.max_seq_len,
             scheduled_sampling=settings.scheduled_sampling,
             generator=generator,
+            reply_weights=reply_weights(self.tokenizer, conversation, settings),
         )
         if settings.all_tokens:
             sample = with_all_token_labels(sample)
@@ -524,13 +531,22 @@ class ShardDataset(Dataset):
         return audio
 
 
+def reply_weights(
+    tokenizer: ChatTokenizer, conversation: TokenizedConversation, settings: DataSettings
+) -> list[float] | None:
+    """What `build_streams` needs for the settings' text layout (None: sequential)."""
+    return tokenizer.reply_weights(conversation) if settings.text_layout == "aligned" else None
+
+
 def with_all_token_labels(sample: Sample) -> Sample:
-    """Next-token labels on every text position (the text stage), not only the last reply."""
+    """Next-token labels on every text position (the text stage), not only the last reply;
+    the reply keeps its own labels (in the aligned layout they include the pads)."""
     text = sample.input_ids[TEXT_ROW]  # (T,)
     # Input t predicts input t + 1; the last input's target only the reply labels hold
     # (IGNORE_INDEX clamps to the pad id, which is ignored too).
     following = torch.cat([text[1:], sample.text_labels[-1:].clamp_min(TEXT_PAD_ID)])
     labels = torch.where(following == TEXT_PAD_ID, IGNORE_INDEX, following)
+    labels = torch.where(sample.text_labels != IGNORE_INDEX, sample.text_labels, labels)
     return dataclasses.replace(sample, text_labels=labels)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from omni_model.config import OmniConfig, make_config
+from omni_model.config import TEXT_LAYOUTS, OmniConfig, make_config
 from omni_model.encoders.audio import AUDIO_ENCODERS
 from omni_model.encoders.image import IMAGE_ENCODERS
 from omni_model.models import TRAINING_MODES
@@ -95,6 +95,7 @@ class Plan:
     encoders: EncoderSpec = field(default_factory=EncoderSpec)
     talker_hidden: int | None = None
     moe: bool = False
+    text_layout: str = "sequential"  # where a spoken reply's text sits (TEXT_LAYOUTS)
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -116,16 +117,18 @@ class Plan:
         *,
         talker_hidden: int | None = None,
         moe: bool = False,
+        text_layout: str | None = None,
         audio_encoder: str | None = None,
         whisper_model: str | None = None,
         image_encoder: str | None = None,
         siglip_model: str | None = None,
         patch_model: str | None = None,
     ) -> Plan:
-        """The same stages for a model variant (the sweep's Talker width, dense or MoE) and
-        other side encoders (None keeps the plan's): `whisper` with a local `whisper_model`
-        checkpoint for question audio, `siglip` with `siglip_model` for images, or the `patch`
-        encoder pretrained into the `patch_model` file (frozen, instead of trained)."""
+        """The same stages for a model variant (the sweep's Talker width, dense or MoE), a
+        text layout, and other side encoders (None keeps the plan's): `whisper` with a local
+        `whisper_model` checkpoint for question audio, `siglip` with `siglip_model` for
+        images, or the `patch` encoder pretrained into the `patch_model` file (frozen,
+        instead of trained)."""
         choices = {
             "audio": audio_encoder,
             "whisper_model": whisper_model,
@@ -136,18 +139,30 @@ class Plan:
         encoders = dataclasses.replace(
             self.encoders, **{key: value for key, value in choices.items() if value is not None}
         )
+        if text_layout is not None and text_layout not in TEXT_LAYOUTS:
+            raise ValueError(f"unknown text layout {text_layout!r}; choose one of {TEXT_LAYOUTS}")
         if encoders.audio not in AUDIO_ENCODERS or encoders.image not in IMAGE_ENCODERS:
             raise ValueError(
                 f"side encoders {encoders.audio!r}/{encoders.image!r}: audio is one of "
                 f"{AUDIO_ENCODERS}, image one of {IMAGE_ENCODERS}"
             )
-        return dataclasses.replace(self, talker_hidden=talker_hidden, moe=moe, encoders=encoders)
+        return dataclasses.replace(
+            self,
+            talker_hidden=talker_hidden,
+            moe=moe,
+            encoders=encoders,
+            text_layout=text_layout or self.text_layout,
+        )
 
     def model_config(self, vocab_size: int, speaker_dim: int | None) -> OmniConfig:
         """The preset with this plan's variant, the tokenizer's vocabulary and the shards'
         speaker-vector size; long enough for the longest stage."""
         config = make_config(
-            self.preset, talker_hidden=self.talker_hidden, moe=self.moe, vocab_size=vocab_size
+            self.preset,
+            talker_hidden=self.talker_hidden,
+            moe=self.moe,
+            vocab_size=vocab_size,
+            text_layout=self.text_layout,
         )
         longest = max(stage.max_seq_len for stage in self.stages)
         return dataclasses.replace(

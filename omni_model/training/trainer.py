@@ -548,7 +548,7 @@ def train_stage(
     data = ShardData(
         shards,
         tokenizer,
-        stage.data_settings("train", settings.seed),
+        stage.data_settings("train", settings.seed, text_layout=model.config.text_layout),
         codec_id=codec_id,
         rank=place.rank,
         world_size=place.world_size,
@@ -563,7 +563,10 @@ def train_stage(
     if place.main and stage.eval_batches:
         with contextlib.suppress(ShardError):  # no validation split: no validation losses
             validation = ShardData(
-                shards, tokenizer, stage.data_settings("validation", settings.seed),
+                shards, tokenizer,
+                stage.data_settings(
+                    "validation", settings.seed, text_layout=model.config.text_layout
+                ),
                 codec_id=codec_id or data.codec_id,
             )  # fmt: skip
     trainer = Trainer(plan, stage, model, data, out, meta, settings, callbacks, validation, place)
