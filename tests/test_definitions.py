@@ -74,6 +74,9 @@ def test_trainer_config_names_the_variant_and_reaches_the_launched_plan(tmp_path
     trainer = TrainerResource(talker_hidden=512, audio_encoder="whisper", whisper_model="/m/b.pt")
     assert trainer.variant_name() == "tiny-talker512-whisper"
     assert TrainerResource(image_encoder="patch").variant_name() == "tiny"
+    aligned = TrainerResource(text_layout="aligned")
+    assert aligned.variant_name() == "tiny-aligned"
+    assert aligned.variant()["text_layout"] == "aligned"
     tokenizer = TokenizerFile(str(tmp_path / "tokenizer.json"), "tok-1", 400)
     request = trainer.request(StoreResource(root=str(tmp_path)), "run-1", ["t2a"], tokenizer, [])
     assert request.out.endswith("training/tiny-talker512-whisper")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omni_model import OmniModel, make_config
-from omni_model.config import AUDIO_VOCAB_SIZE, CODEBOOK_SIZE
+from omni_model.config import AUDIO_VOCAB_SIZE, CODEBOOK_SIZE, OmniConfig
 from omni_model.data import build_sample, collate
 from omni_model.models.summary import parameter_table
 from omni_model.text.special_tokens import AUDIO_PLACEHOLDER_ID, IMAGE_PLACEHOLDER_ID
@@ -245,3 +245,12 @@ def test_overfitting_one_batch_drives_both_losses_near_zero():
         optimizer.step()
     assert first[1] > 0.9 * torch.log(torch.tensor(float(AUDIO_VOCAB_SIZE))).item()
     assert loss.text.item() < 0.05 and loss.audio.item() < 0.05, (loss.text, loss.audio)
+
+
+def test_text_layout_is_checked_and_older_configs_read_as_sequential():
+    with pytest.raises(ValueError, match="unknown text layout"):
+        make_config("tiny", text_layout="interleaved")
+    saved = make_config("tiny", text_layout="aligned").to_dict()
+    assert OmniConfig.from_dict(saved).text_layout == "aligned"
+    del saved["text_layout"]  # checkpoints written before the option existed
+    assert OmniConfig.from_dict(saved).text_layout == "sequential"

@@ -472,17 +472,20 @@ def test_side_encoders_are_chosen_at_launch_without_touching_the_plan(shards, tm
     assert plan.variant(talker_hidden=512, moe=True).encoders == plan.encoders
     with pytest.raises(ValueError, match="audio is one of"):
         plan.variant(audio_encoder="wav2vec")
+    assert plan.text_layout == "sequential"
+    assert plan.variant(text_layout="aligned").model_config(400, 8).text_layout == "aligned"
+    with pytest.raises(ValueError, match="unknown text layout"):
+        plan.variant(text_layout="interleaved")
 
     root, tokenizer_path = shards
     checkpoint = save_tiny_whisper(tmp_path / "whisper.pt")
     out = tmp_path / "run"
     argv = ["train", "--shards", str(root), "--tokenizer", str(tokenizer_path), "--out", str(out)]
     argv += ["--stages", "text", "t2a", "a2a_proj", "--max-steps", "2", "--workers", "0"]
-    assert (
-        main([*argv, "--no-progress", "--audio-encoder", "whisper", "--whisper-model", checkpoint])
-        == 0
-    )
+    argv += ["--no-progress", "--text-layout", "aligned"]
+    assert main([*argv, "--audio-encoder", "whisper", "--whisper-model", checkpoint]) == 0
     final = out / "a2a_proj" / "final"
+    assert read_meta(final)["config"]["text_layout"] == "aligned"
     assert read_meta(final)["encoders"]["audio"] == "whisper"
     assert read_meta(final)["encoders"]["whisper_model"] == checkpoint
     assert not [k for k in load_file(str(final / WEIGHTS_FILE)) if k.startswith("audio_encoder.")]

@@ -58,9 +58,7 @@ from omni_model.voices import Voice, build_voice
 AsrFactory = Callable[[Sequence[str]], Transcriber]  # evaluated texts -> the ASR to read speech
 
 # Greedy text (answers are closed-domain); audio sampled as in the reference.
-# Greedy text, and greedy audio: sampling at DESIGN.md's 0.2 left the tiny Talker's speech
-# harder to hear (README).
-EVAL_SAMPLING = SamplingSettings(text_temperature=0.0, audio_temperature=0.0, max_steps=300)
+EVAL_SAMPLING = SamplingSettings(text_temperature=0.0, max_steps=300)
 LENGTH_BUCKETS = (("short", 5), ("mid", 10), ("long", None))  # most words in the bucket
 VOICE_TEXT = (
     "Every morning the little boat sails across the quiet river, "

@@ -225,7 +225,6 @@ def tiny_plan() -> Plan:
         name="tiny",
         preset="tiny",
         encoders=EncoderSpec(width=64),
-        text_layout="aligned",
         stages=(
             Stage(
                 "text", "text", "all", 3e-3, 16, 256, max_steps=1500, text_only=True,
