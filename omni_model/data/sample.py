@@ -99,7 +99,7 @@ def build_streams(
     ids = torch.tensor(conversation.ids)
     columns = torch.arange(len(ids)) + shift  # (N,) column of every text token
     reply = slice(conversation.reply_start, conversation.reply_end)
-    if reply_weights is not None and answer_codes is not None:
+    if reply_weights is not None and answer_codes is not None and reply.stop > reply.start:
         if len(reply_weights) != reply.stop - reply.start:
             raise ValueError(
                 f"{len(reply_weights)} reply weights for {reply.stop - reply.start} reply tokens"
