@@ -22,6 +22,11 @@ SPEAKER_MARKER_ID = 2051
 TEXT_LAYOUTS = ("sequential", "aligned")
 
 
+def check_text_layout(layout: str) -> None:
+    if layout not in TEXT_LAYOUTS:
+        raise ValueError(f"unknown text layout {layout!r}; choose one of {TEXT_LAYOUTS}")
+
+
 def swiglu_hidden(hidden: int) -> int:
     """SwiGLU intermediate size ceil(hidden * pi / 64) * 64 (2,432 at 768)."""
     return math.ceil(hidden * math.pi / 64) * 64
@@ -75,10 +80,7 @@ class OmniConfig:
     text_layout: str = "sequential"  # one of TEXT_LAYOUTS
 
     def __post_init__(self) -> None:
-        if self.text_layout not in TEXT_LAYOUTS:
-            raise ValueError(
-                f"unknown text layout {self.text_layout!r}; choose one of {TEXT_LAYOUTS}"
-            )
+        check_text_layout(self.text_layout)
         for name in ("thinker", "talker"):
             stack = getattr(self, name)
             if isinstance(stack, dict):

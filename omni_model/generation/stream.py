@@ -139,9 +139,9 @@ def _next_text(
     model finds a pad at least as likely as any word): sampling it would start each word at
     the first step a word is at all likely, and the reply would run ahead of its speech.
     """
-    if aligned and torch.softmax(logits, -1)[TEXT_PAD_ID] >= 0.5:
-        return TEXT_PAD_ID
     if aligned:
+        if torch.softmax(logits, -1)[TEXT_PAD_ID] >= 0.5:
+            return TEXT_PAD_ID
         logits = logits.clone()
         logits[TEXT_PAD_ID] = float("-inf")
     return int(sample(logits, settings.text_temperature, settings.text_top_p, generator=generator))

@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from omni_model.audio_io import AudioError, load_audio
-from omni_model.config import AUDIO_PAD_ID, CODEBOOK_SIZE, NUM_CODEBOOKS, TEXT_LAYOUTS
+from omni_model.config import AUDIO_PAD_ID, CODEBOOK_SIZE, NUM_CODEBOOKS, check_text_layout
 from omni_model.data.sample import (
     IGNORE_INDEX,
     TEXT_ROW,
@@ -132,10 +132,7 @@ class DataSettings:
             raise ValueError(f"unknown batching {self.batching!r}; choose one of {BATCHING}")
         if self.split not in SPLITS:
             raise ValueError(f"unknown split {self.split!r}; choose one of {SPLITS}")
-        if self.text_layout not in TEXT_LAYOUTS:
-            raise ValueError(
-                f"unknown text layout {self.text_layout!r}; choose one of {TEXT_LAYOUTS}"
-            )
+        check_text_layout(self.text_layout)
         if self.batch_size < 1 or self.max_seq_len < 2:
             raise ValueError("batch_size must be >= 1 and max_seq_len >= 2")
 

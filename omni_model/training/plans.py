@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from omni_model.config import TEXT_LAYOUTS, OmniConfig, make_config
+from omni_model.config import OmniConfig, check_text_layout, make_config
 from omni_model.encoders.audio import AUDIO_ENCODERS
 from omni_model.encoders.image import IMAGE_ENCODERS
 from omni_model.models import TRAINING_MODES
@@ -139,8 +139,8 @@ class Plan:
         encoders = dataclasses.replace(
             self.encoders, **{key: value for key, value in choices.items() if value is not None}
         )
-        if text_layout is not None and text_layout not in TEXT_LAYOUTS:
-            raise ValueError(f"unknown text layout {text_layout!r}; choose one of {TEXT_LAYOUTS}")
+        if text_layout is not None:
+            check_text_layout(text_layout)
         if encoders.audio not in AUDIO_ENCODERS or encoders.image not in IMAGE_ENCODERS:
             raise ValueError(
                 f"side encoders {encoders.audio!r}/{encoders.image!r}: audio is one of "
