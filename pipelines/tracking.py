@@ -78,12 +78,7 @@ def plan_run(experiment_id: str, plan: Plan, launch_id: str, tags: Mapping[str, 
     run_tags = {"role": "plan", "launch_id": launch_id, "plan": plan.name, **tags}
     client = MlflowClient()
     run = client.create_run(experiment_id, tags=run_tags, run_name=plan.name)
-    params = {
-        "plan": plan.name,
-        "talker_hidden": plan.talker_hidden,
-        "moe": plan.moe,
-        "text_layout": plan.text_layout,
-    }
+    params = {"plan": plan.name, **plan.variant_params}
     for key, value in params.items():
         client.log_param(run.info.run_id, key, str(value))
     return run.info.run_id
@@ -114,8 +109,7 @@ class MlflowStageLogger(Callback):
         mlflow.log_params(
             flatten({"plan": plan.name, "preset": plan.preset, "stage": stage.name})
             | flatten(stage_params, "stage.")
-            | flatten({"talker_hidden": plan.talker_hidden, "moe": plan.moe})
-            | {"text_layout": plan.text_layout}
+            | flatten(plan.variant_params)
             | flatten({k: info[k] for k in ("total_steps", "device", "world_size")})
             | {"trainable_parameters": str(info["trainable_parameters"])}
         )
@@ -154,5 +148,5 @@ def register_plan_model(run_id: str, plan: Plan, checkpoint: str) -> int:
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name, description=f"Completed `{plan.name}` plans.")
     source = f"{mlflow.get_run(run_id).info.artifact_uri}/checkpoint"
-    tags = {"checkpoint": checkpoint, "talker_hidden": plan.talker_hidden, "moe": plan.moe}
+    tags = {"checkpoint": checkpoint, **plan.variant_params}
     return int(client.create_model_version(name, source, run_id=run_id, tags=flatten(tags)).version)

@@ -154,6 +154,15 @@ class Plan:
             text_layout=text_layout or self.text_layout,
         )
 
+    @property
+    def variant_params(self) -> dict:
+        """What sets this plan's model apart from its preset (logged with every run)."""
+        return {
+            "talker_hidden": self.talker_hidden,
+            "moe": self.moe,
+            "text_layout": self.text_layout,
+        }
+
     def model_config(self, vocab_size: int, speaker_dim: int | None) -> OmniConfig:
         """The preset with this plan's variant, the tokenizer's vocabulary and the shards'
         speaker-vector size; long enough for the longest stage."""
