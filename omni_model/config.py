@@ -75,6 +75,7 @@ class OmniConfig:
     max_seq_len: int = 1024
     moe_aux_coef: float = 5e-4
     stop_loss_weight: float = 10.0
+    first_codebook_loss_weight: float = 1.0  # codebook 0's share of the audio loss, x others
     text_scale_init: float = 3.0
     audio_scale_init: float = 1.0
     text_layout: str = "sequential"  # one of TEXT_LAYOUTS
@@ -122,6 +123,9 @@ def tiny_config() -> OmniConfig:
         audio_feature_dim=64,
         image_feature_dim=64,
         max_seq_len=512,
+        # 6,000 T2A steps on phonetic codes: codebook 0 63% right teacher-forced against 55%
+        # with the plain mean, and the probes' speech CER 0.76 against 0.83 (3 seeds each)
+        first_codebook_loss_weight=8.0,
     )
 
 

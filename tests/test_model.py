@@ -8,6 +8,7 @@ import torch
 from omni_model import OmniModel, make_config
 from omni_model.config import AUDIO_VOCAB_SIZE, CODEBOOK_SIZE, OmniConfig
 from omni_model.data import build_sample, collate
+from omni_model.data.sample import IGNORE_INDEX
 from omni_model.models.summary import parameter_table
 from omni_model.text.special_tokens import AUDIO_PLACEHOLDER_ID, IMAGE_PLACEHOLDER_ID
 from omni_model.text.tokenizer import TokenizedConversation
@@ -215,6 +216,25 @@ def test_audio_logits_at_target_positions_equal_the_full_logits_and_loss_there(t
     )
     torch.testing.assert_close(targets_only.per_codebook, whole.per_codebook)
     torch.testing.assert_close(targets_only.total, whole.total)
+
+
+def test_first_codebook_weight_scales_its_share_of_the_audio_loss():
+    generator = torch.Generator().manual_seed(0)
+    text_logits = torch.randn(2, 6, 32, generator=generator)
+    text_labels = torch.randint(0, 32, (2, 6), generator=generator)
+    audio_logits = torch.randn(2, 8, 6, AUDIO_VOCAB_SIZE, generator=generator)
+    audio_labels = torch.randint(0, CODEBOOK_SIZE, (2, 8, 6), generator=generator)
+    audio_labels[:, 7] = IGNORE_INDEX  # the last codebook has no targets in this batch
+    aux = torch.zeros(())
+    plain = omni_loss(text_logits, audio_logits, text_labels, audio_labels, aux)
+    weighted = omni_loss(
+        text_logits, audio_logits, text_labels, audio_labels, aux, first_codebook_weight=5.0
+    )
+    losses = plain.per_codebook  # (8,), codebook 7 contributes nothing
+    torch.testing.assert_close(weighted.per_codebook, losses)
+    torch.testing.assert_close(plain.audio, losses[:7].mean())
+    torch.testing.assert_close(weighted.audio, (5.0 * losses[0] + losses[1:7].sum()) / 11.0)
+    torch.testing.assert_close(weighted.total - weighted.audio, plain.total - plain.audio)
 
 
 def test_overfitting_one_batch_drives_both_losses_near_zero():

@@ -1,7 +1,8 @@
 """The training loss of DESIGN.md section 3.
 
 total = text CE on the last reply + mean over codebooks of the audio CE (stop targets
-weighted x stop_weight) + MoE auxiliary loss.
+weighted x stop_weight; codebook 0 counted x first_codebook_weight, as Moshi weights its
+semantic codebook: it carries what is said) + MoE auxiliary loss.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def omni_loss(
     audio_labels: torch.Tensor,
     aux_loss: torch.Tensor,
     stop_weight: float = 10.0,
+    first_codebook_weight: float = 1.0,
 ) -> LossBreakdown:
     """text_logits (B, T, V), audio_logits (B, 8, T, A), labels (B, T) and (B, 8, T)."""
     text_loss = _mean_ce(text_logits, text_labels)
@@ -46,8 +48,11 @@ def omni_loss(
         denominators = weights.sum(dim=(0, 2))  # (8,)
         per_codebook = (ce * weights).sum(dim=(0, 2)) / denominators.clamp_min(1e-9)
     has_audio = audio_labels.ne(IGNORE_INDEX).any(dim=(0, 2))  # (8,)
-    # `* 0` rather than a new zero keeps the graph intact for batches without audio targets.
-    audio_loss = per_codebook[has_audio].mean() if has_audio.any() else per_codebook.sum() * 0
+    codebook_weights = torch.ones(num_codebooks, device=per_codebook.device)
+    codebook_weights[0] = first_codebook_weight
+    # Zero weights rather than dropping codebooks keep the graph intact without audio targets.
+    codebook_weights = codebook_weights * has_audio
+    audio_loss = (per_codebook * codebook_weights).sum() / codebook_weights.sum().clamp_min(1e-9)
     aux = aux_loss.to(text_loss.device)
     return LossBreakdown(text_loss + audio_loss + aux, text_loss, audio_loss, per_codebook, aux)
 

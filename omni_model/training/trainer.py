@@ -267,6 +267,7 @@ class Trainer:
                 audio_labels,
                 output.aux_loss,
                 stop_weight=self.model.config.stop_loss_weight,
+                first_codebook_weight=self.model.config.first_codebook_loss_weight,
             )
 
     def train_step(self, stream: Iterator[dict[str, torch.Tensor]]) -> dict[str, float]:
