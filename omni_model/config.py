@@ -75,7 +75,7 @@ class OmniConfig:
     max_seq_len: int = 1024
     moe_aux_coef: float = 5e-4
     stop_loss_weight: float = 10.0
-    first_codebook_loss_weight: float = 1.0  # codebook 0's share of the audio loss, x others
+    first_codebook_loss_weight: float = 1.0  # codebook 0 counts this many times in the mean
     text_scale_init: float = 3.0
     audio_scale_init: float = 1.0
     text_layout: str = "sequential"  # one of TEXT_LAYOUTS
