@@ -569,35 +569,6 @@ def test_reloaded_checkpoint_gives_identical_logits(shards, tmp_path):
     assert torch.equal(mine.audio_logits, theirs.audio_logits)
 
 
-def test_the_talker_trains_on_batches_with_speech_targets_only(shards, tmp_path):
-    """A stage that mixes speech rows into text or picture rows trains the Talker on them
-    (so it follows the Thinker's moving bridge), and skips it where nothing is spoken."""
-    root, tokenizer_path = shards
-    tokenizer = ChatTokenizer.load(tokenizer_path)
-    plan = one_stage_plan("i2t", steps=1, every=100)
-    stage = dataclasses.replace(plan.stages[0], text_only=False)
-    model, meta = initial_model(plan, stage, root, tokenizer, None, seed=0)
-    settings = TrainSettings(progress=False, num_workers=0)
-    data = ShardData(root, tokenizer, stage.data_settings())
-    trainer = Trainer(plan, stage, model, data, tmp_path, meta, settings)
-
-    def validation_batch(task: str) -> dict[str, torch.Tensor]:
-        reading = get_plan("tiny").stage(task).data_settings("validation")
-        return first_batch(ShardData(root, tokenizer, reading))
-
-    for task, speaks in (("t2a", True), ("i2t", False), ("text", False)):
-        model.zero_grad(set_to_none=True)
-        loss = trainer.losses(trainer.forward, validation_batch(task))
-        loss.total.backward()
-        talker_grads = [p.grad for p in model.model.talker.parameters()]
-        assert (loss.audio.item() > 0) == speaks, task
-        assert all(g is None for g in talker_grads) != speaks, task
-        assert loss.text.item() > 0, task
-    silent = dataclasses.replace(stage, text_only=True)
-    quiet = Trainer(plan, silent, model, data, tmp_path, meta, settings)
-    assert quiet.losses(quiet.forward, validation_batch("t2a")).audio.item() == 0
-
-
 class Killed(Exception):
     pass
 

@@ -45,7 +45,7 @@ class Stage:
     min_lr_ratio: float = 0.1  # cosine from 1.0x down to this fraction of lr
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    text_only: bool = False  # never run the Talker (a batch without speech targets never does)
+    text_only: bool = False  # no Talker forward (stages without speech targets)
     all_tokens: bool = False  # next-token loss on every text token, not only the reply
     mix: tuple[str, ...] = ()  # other tasks whose rows are mixed into every epoch
     mix_share: float = 0.5  # mixed-in rows per epoch, as a share of the stage's own

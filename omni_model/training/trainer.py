@@ -256,12 +256,10 @@ class Trainer:
         return contextlib.nullcontext()
 
     def losses(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> LossBreakdown:
-        """The loss of one batch; the Talker's logits are computed at its targets only, and
-        the Talker not at all for a batch without any (text or picture rows)."""
+        """The loss of one batch; the Talker's logits are computed at its targets only."""
         positions, audio_labels = audio_targets(batch["audio_labels"])
-        text_only = self.stage.text_only or not bool(positions.any())
         with self.autocast():
-            output = module(batch, text_only=text_only, audio_positions=positions)
+            output = module(batch, text_only=self.stage.text_only, audio_positions=positions)
             return omni_loss(
                 output.text_logits,
                 output.audio_logits,
