@@ -231,8 +231,9 @@ def tiny_plan() -> Plan:
     steps at 1e-3 it names 23% (at 2e-3 or with 4 Talker blocks: 24%), its replies sound like
     the asked voice, and text holds (T2A probes 16/16). On the phonetic codec's codes, 6,000
     steps name 55% of first codes (41% after 3,000) and took the probes' speech CER from 1.00
-    to 0.82, but the text-only I2T stage after them undoes it; with `text_only` off, the
-    I2T stage trains the Talker on its mixed-in speech rows and keeps it (README, Results).
+    to 0.82, but the text-only I2T stage after them undoes it; an I2T stage that trained the
+    Talker on its mixed-in speech rows kept it (measured with a trainer that skipped the
+    Talker on batches without speech targets, since reverted; README, Results).
     """
     common = {"warmup_steps": 20, "checkpoint_every": 100, "eval_batches": 4}
     return Plan(
