@@ -224,8 +224,8 @@ def tiny_plan() -> Plan:
     checkpoint answered 39 of the 54 probes of now instead of 35 (counts of one colour 13/18
     instead of 8/18, shapes 14/18 instead of 16/18). The order of rows moves it as much:
     from the 6e80c3a demo's A2A checkpoint, data seeds 1 and 2 answer 33 of 54 each, against
-    that demo's 39 with seed 0. An encoder 128 wide instead of 64 (counts of one colour 0.96
-    right instead of 0.89 at pretraining) took data seeds 0, 1, 2 to 43, 43 and 34.
+    that demo's 39 with seed 0. An encoder 128 wide instead of 64 (pretraining names 0.96 of
+    each picture's colour counts instead of 0.89) took data seeds 0, 1, 2 to 43, 43 and 34.
 
     The Talker learns slowly: after 300 T2A steps it predicted the first codebook no better
     than the codes' frequencies (7% right, teacher-forced, on held-out rows). After 3,000
