@@ -79,9 +79,17 @@ class OmniConfig:
     text_scale_init: float = 3.0
     audio_scale_init: float = 1.0
     text_layout: str = "sequential"  # one of TEXT_LAYOUTS
+    # > 0: the Talker also reads this many letters of the reply around the one each frame
+    # says (omni_model.text.letters); sequential layout only. 0 is DESIGN.md's Talker.
+    letter_window: int = 0
 
     def __post_init__(self) -> None:
         check_text_layout(self.text_layout)
+        if self.letter_window < 0 or (self.letter_window and self.text_layout != "sequential"):
+            raise ValueError(
+                f"letter_window {self.letter_window}: must be >= 0, and 0 unless the text "
+                "layout is sequential (aligned text already sits where it is spoken)"
+            )
         for name in ("thinker", "talker"):
             stack = getattr(self, name)
             if isinstance(stack, dict):
@@ -136,9 +144,10 @@ def make_config(
     moe: bool = False,
     vocab_size: int | None = None,
     text_layout: str | None = None,
+    letter_window: int | None = None,
 ) -> OmniConfig:
-    """Build a preset, optionally changing the Talker width, MoE, vocabulary size and the
-    layout of spoken replies' text."""
+    """Build a preset, optionally changing the Talker width, MoE, vocabulary size, the
+    layout of spoken replies' text and the Talker's letter window."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     config = PRESETS[preset]()
@@ -151,5 +160,7 @@ def make_config(
         config.vocab_size = vocab_size
     if text_layout is not None:
         config.text_layout = text_layout
+    if letter_window is not None:
+        config.letter_window = letter_window
     config.__post_init__()
     return config

@@ -77,6 +77,9 @@ def test_trainer_config_names_the_variant_and_reaches_the_launched_plan(tmp_path
     aligned = TrainerResource(text_layout="aligned")
     assert aligned.variant_name() == "tiny-aligned"
     assert aligned.variant()["text_layout"] == "aligned"
+    reading = TrainerResource(letter_window=7)
+    assert reading.variant_name() == "tiny-letters7"
+    assert reading.variant()["letter_window"] == 7
     tokenizer = TokenizerFile(str(tmp_path / "tokenizer.json"), "tok-1", 400)
     request = trainer.request(StoreResource(root=str(tmp_path)), "run-1", ["t2a"], tokenizer, [])
     assert request.out.endswith("training/tiny-talker512-whisper")

@@ -47,7 +47,13 @@ class ScriptedModel:
         return SimpleNamespace(length=0)
 
     def __call__(
-        self, input_ids, audio_features=None, image_features=None, speaker=None, cache=None
+        self,
+        input_ids,
+        audio_features=None,
+        image_features=None,
+        speaker=None,
+        cache=None,
+        letters=None,
     ):
         self.fed.append(input_ids[0])
         cache.length += input_ids.shape[-1]

@@ -31,6 +31,7 @@ from omni_model.data.sample import IGNORE_INDEX, TEXT_ROW
 from omni_model.encoders.audio import feature_frames
 from omni_model.encoders.image import PatchImageEncoder
 from omni_model.text import ChatTokenizer, train_tokenizer
+from omni_model.text.letters import EDGE, NONE, spell
 from omni_model.text.special_tokens import (
     AUDIO_PLACEHOLDER_ID,
     IM_END_ID,
@@ -299,6 +300,28 @@ def test_aligned_layout_reads_the_same_reply_spread_over_its_speech(shards):
         dataclasses.replace(settings, text_layout="interleaved")
 
 
+def test_letter_window_reads_the_reply_from_its_first_frame_to_its_last_stop(shards):
+    root, tokenizer_path = shards
+    tokenizer = ChatTokenizer.load(tokenizer_path)
+    settings = DataSettings("t2a", 256, 4, batching="pad_to_max", augment=False)
+    settings = dataclasses.replace(settings, scheduled_sampling=0.0, letter_window=5)
+    data = ShardData(root, tokenizer, settings)
+    for number in range(4):
+        sample = data.dataset.load(number, 0).sample
+        reads = (sample.letters != NONE).any(dim=0).nonzero().flatten()
+        codes = (sample.audio_labels[0] != IGNORE_INDEX).nonzero().flatten()
+        stops = (sample.audio_labels[7] != IGNORE_INDEX).nonzero().flatten()
+        # Column reply_start predicts codebook 0's first frame; the last reads before the
+        # final stop target.
+        assert reads.tolist() == list(range(int(codes[0]), int(stops[-1]) + 1))
+        reply = tokenizer.decode(sample.text_labels[sample.text_labels != IGNORE_INDEX].tolist())
+        assert sample.letters[2, codes[0]] == spell(reply)[0]  # the centre: the first letter
+        assert (sample.letters[2, int(stops[-1]) - 7 :] == EDGE).all()  # speech over
+    batch = next(iter(data.loader(0)))
+    assert batch["letters"].shape[:2] == (4, 5)
+    assert batch["letters"].shape[2] == batch["input_ids"].shape[2] == 256
+
+
 def test_epoch_plans_are_deterministic_cover_every_row_and_split_across_ranks(shards):
     root, tokenizer_path = shards
     settings = DataSettings("t2a", 256, 4, bucket_batches=2)
@@ -476,6 +499,9 @@ def test_side_encoders_are_chosen_at_launch_without_touching_the_plan(shards, tm
     assert plan.variant(text_layout="aligned").model_config(400, 8).text_layout == "aligned"
     with pytest.raises(ValueError, match="unknown text layout"):
         plan.variant(text_layout="interleaved")
+    assert plan.letter_window == 0
+    assert plan.variant(letter_window=7).model_config(400, 8).letter_window == 7
+    assert plan.variant(letter_window=7).variant_params["letter_window"] == 7
 
     root, tokenizer_path = shards
     checkpoint = save_tiny_whisper(tmp_path / "whisper.pt")

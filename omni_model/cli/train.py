@@ -74,6 +74,12 @@ def register(subparsers) -> None:
         "(default: the plan's)",
     )
     parser.add_argument(
+        "--letter-window",
+        type=int,
+        help="the Talker also reads this many letters of the reply around the one each frame "
+        "says; 0: none (default: the plan's)",
+    )
+    parser.add_argument(
         "--audio-encoder", choices=AUDIO_ENCODERS, help="question-audio encoder (default: plan's)"
     )
     parser.add_argument("--whisper-model", help="Whisper checkpoint file (or a cached name)")
@@ -92,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         talker_hidden=args.talker_hidden,
         moe=args.moe,
         text_layout=args.text_layout,
+        letter_window=args.letter_window,
         audio_encoder=args.audio_encoder,
         whisper_model=args.whisper_model,
         image_encoder=args.image_encoder,

@@ -28,6 +28,7 @@ from omni_model.config import (
     NUM_CODEBOOKS,
     SPEAKER_MARKER_ID,
 )
+from omni_model.text.letters import NONE, reply_letters
 from omni_model.text.special_tokens import TEXT_PAD_ID
 from omni_model.text.tokenizer import TokenizedConversation
 
@@ -41,6 +42,7 @@ class Sample:
     text_labels: torch.Tensor  # (T,) long, IGNORE_INDEX outside the reply
     audio_labels: torch.Tensor  # (8, T) long, IGNORE_INDEX outside the answer codes + stops
     reply_start: int  # column of the first reply token in the full (unshifted) streams
+    letters: torch.Tensor | None = None  # (W, T) long: the Talker's letter window per input
 
 
 @dataclass
@@ -137,21 +139,34 @@ def build_sample(
     scheduled_sampling: float = 0.0,
     generator: torch.Generator | None = None,
     reply_weights: list[float] | None = None,
+    reply_pieces: list[str] | None = None,
+    letter_window: int = 0,
 ) -> Sample:
     """Streams -> shifted inputs and masked labels, truncated to `max_len` input positions.
 
     scheduled_sampling: probability that an answer-code input is replaced by a random
     code, so the Talker learns to recover from its own sampling errors. reply_weights:
     see `build_streams`; in the aligned layout the pads between reply tokens are labels.
+    letter_window > 0 with reply_pieces (each reply token's text) adds the letters each
+    column of a spoken reply reads (omni_model.text.letters).
     """
     layout = build_streams(conversation, answer_codes, reference_codes, with_speaker, reply_weights)
     streams, reply_start, reply_end = layout.streams, layout.reply_start, layout.reply_end
+    letters = None
+    if letter_window:
+        letters = torch.full((letter_window, streams.shape[1]), NONE, dtype=torch.long)
+        if answer_codes is not None and reply_pieces is not None:
+            columns = NUM_CODEBOOKS + 1 + answer_codes.shape[1]  # until every codebook stopped
+            letters[:, reply_start : reply_start + columns] = reply_letters(
+                reply_pieces, answer_codes.shape[1], columns, letter_window
+            )
     if max_len is not None:
         if reply_start >= max_len:
             raise ValueError(
                 f"prompt of {reply_start} tokens leaves no room for a reply in {max_len}"
             )
         streams = streams[:, : max_len + 1]
+        letters = None if letters is None else letters[:, : max_len + 1]
 
     length = streams.shape[1]
     columns = torch.arange(length)
@@ -167,7 +182,8 @@ def build_sample(
         flip = torch.rand(audio_inputs.shape, generator=generator) < scheduled_sampling
         noise = torch.randint(0, CODEBOOK_SIZE, audio_inputs.shape, generator=generator)
         input_ids[:NUM_CODEBOOKS] = torch.where(is_code & flip, noise, audio_inputs)
-    return Sample(input_ids, text_labels, audio_labels, reply_start)
+    inputs_letters = None if letters is None else letters[:, :-1]
+    return Sample(input_ids, text_labels, audio_labels, reply_start, inputs_letters)
 
 
 def build_prompt(
@@ -184,6 +200,11 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
     """Right-pad samples to the longest in the batch."""
     length = max(sample.input_ids.shape[1] for sample in samples)
     batch = len(samples)
+    windows = {0 if sample.letters is None else sample.letters.shape[0] for sample in samples}
+    if len(windows) > 1:
+        raise ValueError(f"samples of one batch have letter windows of {sorted(windows)}")
+    window = windows.pop()
+    letters = torch.full((batch, window, length), NONE, dtype=torch.long)
     input_ids = torch.full((batch, NUM_CODEBOOKS + 1, length), AUDIO_PAD_ID, dtype=torch.long)
     input_ids[:, TEXT_ROW] = TEXT_PAD_ID
     text_labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
@@ -193,7 +214,13 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
         input_ids[row, :, :width] = sample.input_ids
         text_labels[row, :width] = sample.text_labels
         audio_labels[row, :, :width] = sample.audio_labels
-    return {"input_ids": input_ids, "text_labels": text_labels, "audio_labels": audio_labels}
+        if sample.letters is not None:
+            letters[row, :, :width] = sample.letters
+    batch_tensors = {"input_ids": input_ids, "text_labels": text_labels}
+    batch_tensors["audio_labels"] = audio_labels
+    if window:
+        batch_tensors["letters"] = letters
+    return batch_tensors
 
 
 def _check_codes(codes: torch.Tensor | None, name: str) -> None:

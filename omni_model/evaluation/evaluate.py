@@ -156,6 +156,7 @@ def ask(chat: OmniChat, item: ProbeItem, voice: Voice | None, seed: int = 0) -> 
         prompt.speaker,
         dataclasses.replace(chat.settings, max_steps=max_steps),
         generator,
+        chat.tokenizer.piece,
     ):
         if isinstance(event, AudioFrame):
             frames.append(event.codes)

@@ -12,7 +12,7 @@ between its words (the step says nothing new); they are fed back but not yielded
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +20,7 @@ import torch
 from omni_model.config import AUDIO_PAD_ID, AUDIO_STOP_ID, CODEBOOK_SIZE
 from omni_model.generation.sampling import penalize_repeats, sample
 from omni_model.models import OmniModel
+from omni_model.text.letters import ReplyReading
 from omni_model.text.special_tokens import IM_END_ID, SPECIAL_TOKENS, TEXT_PAD_ID
 
 
@@ -39,6 +40,9 @@ class SamplingSettings:
     # Nor may it go on past this many (the corpus' slowest reply spans 6.7): an undertrained
     # Talker that never picks the stop id would otherwise babble until max_steps.
     max_frames_per_text_token: float | None = 8.0
+    # A Talker with a letter window reads letter j / frames_per_letter at frame j: the pace
+    # of its speech (the corpus' replies span about one frame per character).
+    frames_per_letter: float = 1.0
 
 
 @dataclass
@@ -64,9 +68,17 @@ def generate_stream(
     speaker: torch.Tensor | None = None,
     settings: SamplingSettings | None = None,
     generator: torch.Generator | None = None,
+    spelling: Callable[[int], str] | None = None,
 ) -> Iterator[TextToken | AudioFrame]:
-    """prompt: (9, P) streams from `build_prompt`; yields events as they become available."""
+    """prompt: (9, P) streams from `build_prompt`; yields events as they become available.
+
+    spelling (token id -> its text) is what a Talker with a letter window reads."""
     settings = settings or SamplingSettings()
+    reading = None
+    if model.config.letter_window:
+        if spelling is None:
+            raise ValueError("this model's Talker reads letters: pass `spelling`")
+        reading = ReplyReading(model.config.letter_window, settings.frames_per_letter)
     num_codebooks = model.config.num_codebooks
     device = model.thinker.embed_tokens.weight.device
     cache = model.new_cache(1, prompt.shape[1] + settings.max_steps)
@@ -100,6 +112,8 @@ def generate_stream(
             column[-1] = token
             if token != TEXT_PAD_ID:
                 text_tokens += 1
+                if reading is not None:
+                    reading.write(spelling(token), text_done)
                 yield TextToken(token, step, text_done)
         audio_logits = audio_logits + audio_mask
         if too_early_to_stop(settings, text_done, text_tokens, len(codes[0])):
@@ -124,7 +138,9 @@ def generate_stream(
             yield AudioFrame(frame_codes, frame, step)
         if text_done and stop_step[-1] is not None:
             return
-        output = model(column.view(1, -1, 1).to(device), speaker=speaker, cache=cache)
+        letters = None if reading is None else reading.window(step).view(1, -1, 1).to(device)
+        column = column.view(1, -1, 1).to(device)
+        output = model(column, speaker=speaker, cache=cache, letters=letters)
 
 
 def _next_text(

@@ -267,6 +267,7 @@ class OmniChat:
             prompt.speaker,
             settings,
             self.generator,
+            self.tokenizer.piece,
         )
         frames = steps = 0
         try:

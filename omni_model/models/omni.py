@@ -96,9 +96,11 @@ class OmniModel(nn.Module):
         cache: OmniCache | None = None,
         text_only: bool = False,
         audio_positions: torch.Tensor | None = None,
+        letters: torch.Tensor | None = None,
     ) -> OmniOutput:
         """input_ids: (B, 9, T) at positions cache.length.. (0 without a cache);
-        audio_positions: (B, T) bool, where audio logits are wanted (None: everywhere)."""
+        audio_positions: (B, T) bool, where audio logits are wanted (None: everywhere);
+        letters: (B, W, T), the Talker's letter window (models with `letter_window`)."""
         start = 0 if cache is None else cache.length
         thinker_cache = None if cache is None else cache.thinker
         talker_cache = None if cache is None else cache.talker
@@ -108,7 +110,7 @@ class OmniModel(nn.Module):
         if not text_only:
             audio_ids = input_ids[:, : self.config.num_codebooks]
             audio_logits = self.talker(
-                bridge, audio_ids, speaker, start, talker_cache, audio_positions
+                bridge, audio_ids, speaker, start, talker_cache, audio_positions, letters
             )
         if cache is not None:
             cache.length += input_ids.shape[-1]

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from omni_model.config import SPEAKER_MARKER_ID, OmniConfig
 from omni_model.modules import KVCache, RMSNorm, Stack
+from omni_model.text.letters import LETTER_VOCAB, NONE
 
 
 class CodebookEmbedding(nn.Module):
@@ -63,6 +64,22 @@ class MultiCodebookHead(nn.Module):
         return logits.add_(self.up_bias).add_(self.shared(x).unsqueeze(1))
 
 
+class LetterReader(nn.Module):
+    """Sum over the window of (letter embedding at that offset) -> RMSNorm, zero where a
+    column reads nothing (NONE): (B, W, T) letter ids -> (B, T, hidden)."""
+
+    def __init__(self, width: int, hidden: int, eps: float):
+        super().__init__()
+        self.table = nn.Embedding(width * LETTER_VOCAB, hidden)  # offset w at w * LETTER_VOCAB
+        self.norm = RMSNorm(hidden, eps)
+
+    def forward(self, letters: torch.Tensor) -> torch.Tensor:
+        offsets = torch.arange(letters.shape[1], device=letters.device).view(1, -1, 1)
+        summed = self.table(letters + offsets * LETTER_VOCAB).sum(dim=1)  # (B, T, hidden)
+        reads = (letters[:, letters.shape[1] // 2] != NONE).unsqueeze(-1)  # (B, T, 1)
+        return self.norm(summed) * reads
+
+
 class TwoLayerProjection(nn.Sequential):
     """Linear -> GELU -> Linear -> RMSNorm: the bridge's embed_proj and codec_proj."""
 
@@ -84,6 +101,9 @@ class Talker(nn.Module):
         self.codec_proj = TwoLayerProjection(hidden, hidden, eps)
         self.text_scale = nn.Parameter(torch.tensor(config.text_scale_init))
         self.audio_scale = nn.Parameter(torch.tensor(config.audio_scale_init))
+        self.reader = None
+        if config.letter_window:  # the reply's letters around the one being said
+            self.reader = LetterReader(config.letter_window, hidden, eps)
         self.stack = Stack(config.talker, config.max_seq_len)
         self.norm = RMSNorm(hidden, eps)
         self.head = MultiCodebookHead(config.num_codebooks, hidden, rank, vocab)
@@ -106,15 +126,19 @@ class Talker(nn.Module):
         start: int = 0,
         cache: list[KVCache] | None = None,
         positions: torch.Tensor | None = None,
+        letters: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """bridge: (B, T, thinker hidden), audio_ids: (B, 8, T) -> logits (B, 8, T, vocab).
 
         With `positions` (B, T) bool, the head runs only there: logits (1, 8, N, vocab) for
         the N chosen positions in row-major order. Training asks for its target positions
         alone, since 8 x 2,112 logits per position are most of a tiny model's step.
+        letters: (B, W, T) the letter window each column reads (with `letter_window`).
         """
         audio = self.embed_audio(audio_ids, speaker)
         x = self.embed_proj(bridge) * self.text_scale + self.codec_proj(audio) * self.audio_scale
+        if self.reader is not None and letters is not None:
+            x = x + self.reader(letters)
         x, _ = self.stack(x, start, cache)
         if positions is not None:
             x = x[positions].unsqueeze(0)  # (1, N, hidden)

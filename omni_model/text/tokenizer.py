@@ -88,10 +88,18 @@ class ChatTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def piece(self, token: int) -> str:
+        """The text of one token ("" for special tokens)."""
+        return self.decode([token])
+
+    def reply_pieces(self, conversation: TokenizedConversation) -> list[str]:
+        """The text of each reply token."""
+        reply = conversation.ids[conversation.reply_start : conversation.reply_end]
+        return [self.piece(token) for token in reply]
+
     def reply_weights(self, conversation: TokenizedConversation) -> list[float]:
         """Characters of each reply token (0 for special tokens): how long it is spoken."""
-        reply = conversation.ids[conversation.reply_start : conversation.reply_end]
-        return [float(len(self.decode([token]))) for token in reply]
+        return [float(len(piece)) for piece in self.reply_pieces(conversation)]
 
     def encode_chat(
         self,

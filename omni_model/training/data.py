@@ -56,6 +56,7 @@ from omni_model.data.sample import (
 from omni_model.encoders.audio import SAMPLE_RATE, feature_frames
 from omni_model.encoders.image import ImageError, load_image, preprocess
 from omni_model.errors import LabelledError
+from omni_model.text.letters import NONE
 from omni_model.text.special_tokens import TEXT_PAD_ID
 from omni_model.text.tokenizer import IMAGE_MARKER, ChatTokenizer, TokenizedConversation
 from omni_model.training.augment import AugmentSettings, augment_speech
@@ -120,6 +121,7 @@ class DataSettings:
     keep_transcript: bool = False  # A2A: keep the question's text beside its audio
     image_tokens: int = 64
     text_layout: str = "sequential"  # a spoken reply's text row: see omni_model.data.sample
+    letter_window: int = 0  # > 0: the letters each reply column reads (omni_model.text.letters)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -503,6 +505,8 @@ class ShardDataset(Dataset):
             scheduled_sampling=settings.scheduled_sampling,
             generator=generator,
             reply_weights=reply_weights(self.tokenizer, conversation, settings),
+            reply_pieces=self.tokenizer.reply_pieces(conversation),
+            letter_window=settings.letter_window,
         )
         if settings.all_tokens:
             sample = with_all_token_labels(sample)
@@ -552,7 +556,8 @@ def collate_batch(
 ) -> dict[str, torch.Tensor]:
     """Pad to the longest sample (or to `pad_to`); side inputs in placeholder order.
 
-    Keys: input_ids (B, 9, T), text_labels (B, T), audio_labels (B, 8, T), positions
+    Keys: input_ids (B, 9, T), text_labels (B, T), audio_labels (B, 8, T), letters (B, W, T)
+    for a Talker with a letter window, positions
     (a 0-d count of non-padding input positions) and, when any sample has them, speaker
     (B, D; zeros for samples without), question_audio (N, S) + question_lengths (N,) and
     pixels (M, 3, 256, 256).
@@ -562,11 +567,14 @@ def collate_batch(
         width = batch["input_ids"].shape[-1]
         padded = F.pad(batch["input_ids"], (0, pad_to - width), value=AUDIO_PAD_ID)
         padded[:, TEXT_ROW, width:] = TEXT_PAD_ID
+        letters = batch.get("letters")
         batch = {
             "input_ids": padded,
             "text_labels": F.pad(batch["text_labels"], (0, pad_to - width), value=IGNORE_INDEX),
             "audio_labels": F.pad(batch["audio_labels"], (0, pad_to - width), value=IGNORE_INDEX),
         }
+        if letters is not None:
+            batch["letters"] = F.pad(letters, (0, pad_to - width), value=NONE)
     batch["positions"] = torch.tensor(sum(s.sample.input_ids.shape[1] for s in samples))
     speakers = [s.speaker for s in samples]
     present = [s for s in speakers if s is not None]

@@ -127,4 +127,5 @@ class TrainModel(nn.Module):
             batch.get("speaker"),
             text_only=text_only,
             audio_positions=audio_positions,
+            letters=batch.get("letters"),
         )

@@ -96,6 +96,7 @@ class Plan:
     talker_hidden: int | None = None
     moe: bool = False
     text_layout: str = "sequential"  # where a spoken reply's text sits (TEXT_LAYOUTS)
+    letter_window: int = 0  # letters of the reply the Talker reads (omni_model.text.letters)
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -118,6 +119,7 @@ class Plan:
         talker_hidden: int | None = None,
         moe: bool = False,
         text_layout: str | None = None,
+        letter_window: int | None = None,
         audio_encoder: str | None = None,
         whisper_model: str | None = None,
         image_encoder: str | None = None,
@@ -125,7 +127,8 @@ class Plan:
         patch_model: str | None = None,
     ) -> Plan:
         """The same stages for a model variant (the sweep's Talker width, dense or MoE), a
-        text layout, and other side encoders (None keeps the plan's): `whisper` with a local
+        text layout, a letter window, and other side encoders (None keeps the plan's):
+        `whisper` with a local
         `whisper_model` checkpoint for question audio, `siglip` with `siglip_model` for
         images, or the `patch` encoder pretrained into the `patch_model` file (frozen,
         instead of trained)."""
@@ -152,6 +155,7 @@ class Plan:
             moe=moe,
             encoders=encoders,
             text_layout=text_layout or self.text_layout,
+            letter_window=self.letter_window if letter_window is None else letter_window,
         )
 
     @property
@@ -161,6 +165,7 @@ class Plan:
             "talker_hidden": self.talker_hidden,
             "moe": self.moe,
             "text_layout": self.text_layout,
+            "letter_window": self.letter_window,
         }
 
     def model_config(self, vocab_size: int, speaker_dim: int | None) -> OmniConfig:
@@ -172,6 +177,7 @@ class Plan:
             moe=self.moe,
             vocab_size=vocab_size,
             text_layout=self.text_layout,
+            letter_window=self.letter_window,
         )
         longest = max(stage.max_seq_len for stage in self.stages)
         return dataclasses.replace(

@@ -29,6 +29,7 @@ from torch import distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from omni_model.config import OmniConfig
 from omni_model.data.sample import IGNORE_INDEX
 from omni_model.text.tokenizer import ChatTokenizer
 from omni_model.training.checkpoint import (
@@ -470,6 +471,11 @@ def initial_model(
     }
 
 
+def layout_settings(config: OmniConfig) -> dict:
+    """The data settings a model's sample layout fixes."""
+    return {"text_layout": config.text_layout, "letter_window": config.letter_window}
+
+
 def check_tokenizer(meta: dict, tokenizer: ChatTokenizer, path: Path) -> None:
     if meta.get("tokenizer_id") != tokenizer.tokenizer_id:
         raise CheckpointError(
@@ -549,7 +555,7 @@ def train_stage(
     data = ShardData(
         shards,
         tokenizer,
-        stage.data_settings("train", settings.seed, text_layout=model.config.text_layout),
+        stage.data_settings("train", settings.seed, **layout_settings(model.config)),
         codec_id=codec_id,
         rank=place.rank,
         world_size=place.world_size,
@@ -565,9 +571,7 @@ def train_stage(
         with contextlib.suppress(ShardError):  # no validation split: no validation losses
             validation = ShardData(
                 shards, tokenizer,
-                stage.data_settings(
-                    "validation", settings.seed, text_layout=model.config.text_layout
-                ),
+                stage.data_settings("validation", settings.seed, **layout_settings(model.config)),
                 codec_id=codec_id or data.codec_id,
             )  # fmt: skip
     trainer = Trainer(plan, stage, model, data, out, meta, settings, callbacks, validation, place)

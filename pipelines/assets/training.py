@@ -57,6 +57,8 @@ class TrainerResource(dg.ConfigurableResource):
     moe: bool = False  # MoE MLPs instead of dense ones
     # A spoken reply's text row: "sequential" or "aligned" with its speech; None: the plan's.
     text_layout: str | None = None
+    # Letters of the reply the Talker reads around the one each frame says; None: the plan's.
+    letter_window: int | None = None
     audio_encoder: str | None = None  # "whisper" (frozen, whisper_model) or "logmel"; None: plan's
     whisper_model: str | None = None  # a local Whisper checkpoint file, or a cached name
     image_encoder: str | None = None  # "siglip" (frozen, siglip_model) or "patch"; None: plan's
@@ -70,11 +72,13 @@ class TrainerResource(dg.ConfigurableResource):
 
     def variant_name(self, talker_hidden: int | None = None, moe: bool | None = None) -> str:
         """Folder and run name of a plan variant: `tiny`, `tiny-talker512`, `tiny-talker512-moe`,
-        `tiny-aligned` (text layout chosen), `tiny-whisper-siglip` (frozen side encoders)."""
+        `tiny-aligned` (text layout chosen), `tiny-letters7` (letter window chosen),
+        `tiny-whisper-siglip` (frozen side encoders)."""
         hidden = self.talker_hidden if talker_hidden is None else talker_hidden
         moe = self.moe if moe is None else moe
         parts = [self.plan, f"talker{hidden}" if hidden else "", "moe" if moe else ""]
         parts += [self.text_layout or ""]
+        parts += [f"letters{self.letter_window}" if self.letter_window is not None else ""]
         parts += [name for name in (self.audio_encoder, self.image_encoder) if name in FROZEN]
         return "-".join(part for part in parts if part)
 
@@ -85,6 +89,7 @@ class TrainerResource(dg.ConfigurableResource):
             "talker_hidden": self.talker_hidden,
             "moe": self.moe,
             "text_layout": self.text_layout,
+            "letter_window": self.letter_window,
             "audio_encoder": self.audio_encoder,
             "whisper_model": self.whisper_model,
             "image_encoder": self.image_encoder,
