@@ -12,8 +12,10 @@ from omni_model.text.letters import (
     EDGE,
     NONE,
     OTHER,
+    TRAILING_SILENCE_FRAMES,
     UNKNOWN,
     ReplyReading,
+    number_words,
     reply_letters,
     spell,
 )
@@ -24,21 +26,32 @@ LETTERS = spell("".join(PIECES))
 
 
 def test_spelling_folds_case_and_keeps_one_id_per_character():
-    ids = spell("Hi, 9'x")
+    ids = spell("Hi, x'y")
     assert len(ids) == 7
     assert ids[0] == spell("h")[0] and ids[2] == OTHER and ids[3] == spell(" ")[0]
     assert len(set(spell(ALPHABET))) == len(ALPHABET)
     assert min(spell(ALPHABET)) > OTHER
 
 
-@pytest.mark.parametrize("frames", [8, 16, 37])
+@pytest.mark.parametrize(
+    ("number", "words"),
+    [(0, "zero"), (8, "eight"), (14, "fourteen"), (40, "forty"), (42, "forty two"),
+     (105, "one hundred five"), (2024, "two thousand twenty four"),
+     (1234567, "one two three four five six seven")],
+)  # fmt: skip
+def test_numbers_are_read_as_the_words_they_are_spoken_as(number, words):
+    assert number_words(number) == words
+    assert spell(f"A {number}.") == spell(f"a {words}.")
+
+
+@pytest.mark.parametrize("frames", [11, 16, 37])  # 16 letters over 6 to 32 frames
 def test_each_column_reads_around_its_share_of_the_letters_and_never_ahead_of_the_text(frames):
     width, columns = 5, frames + 9
     windows = reply_letters(PIECES, frames, columns, width)
     assert windows.shape == (width, columns)
     written = torch.tensor([len(p) for p in PIECES]).cumsum(0)
     for column in range(columns):
-        centre = column * len(LETTERS) // frames
+        centre = column * len(LETTERS) // (frames - TRAILING_SILENCE_FRAMES)
         known = int(written[min(column, len(PIECES) - 1)])
         complete = column >= len(PIECES) - 1
         for row, index in enumerate(range(centre - width // 2, centre + width // 2 + 1)):
@@ -49,14 +62,14 @@ def test_each_column_reads_around_its_share_of_the_letters_and_never_ahead_of_th
             else:
                 expected = EDGE
             assert windows[row, column] == expected, (column, row)
-    # Once the speech is over (column >= frames) the centre is past the end: EDGE.
-    assert (windows[width // 2, frames:] == EDGE).all()
+    # Once the letters are spoken (then silence, then the stops) the centre is past the end.
+    assert (windows[width // 2, frames - TRAILING_SILENCE_FRAMES :] == EDGE).all()
 
 
 def test_generation_reads_the_same_windows_as_training_at_the_same_pace():
-    frames, width = 2 * len(LETTERS), 7  # 2.0 frames per letter, exact in floating point
+    frames, width = 2 * len(LETTERS) + TRAILING_SILENCE_FRAMES, 7  # 2.0 frames per letter
     trained = reply_letters(PIECES, frames, frames + 9, width)
-    reading = ReplyReading(width, frames_per_letter=frames / len(LETTERS))
+    reading = ReplyReading(width, frames_per_letter=2.0)
     for column in range(frames + 9):
         if column < len(PIECES):  # one reply token per step, as generation writes them
             reading.write(PIECES[column], column == len(PIECES) - 1)

@@ -2,9 +2,10 @@
 
 In the sequential layout a reply's text runs far ahead of its speech, and a tiny Talker
 loses track of which word a frame says (README, Results). With a letter window it is told:
-frame j of a reply of C letters and F frames reads the letters around letter j * C / F (an
-even pace, as espeak-ng speaks), the window a NETtalk-style letter-to-sound model reads. In
-generation F is not known yet, so frame j reads letter j / frames_per_letter.
+frame j of a reply of C letters and F frames reads the letters around letter
+j * C / (F - TRAILING_SILENCE_FRAMES), an even pace as espeak-ng speaks, the window a
+NETtalk-style letter-to-sound model reads. In generation F is not known yet, so frame j
+reads letter j / frames_per_letter.
 
 Ids: letters the Thinker has not written yet are UNKNOWN (a frame never reads ahead of the
 text it was given), positions before the reply and past its end EDGE, columns outside a
@@ -13,17 +14,45 @@ spoken reply NONE (the Talker adds nothing there).
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 NONE, UNKNOWN, EDGE, OTHER = 0, 1, 2, 3
-ALPHABET = " abcdefghijklmnopqrstuvwxyz0123456789'"
+ALPHABET = " abcdefghijklmnopqrstuvwxyz'"  # digits are spelled out as words
 LETTER_VOCAB = 4 + len(ALPHABET)
 _IDS = {char: 4 + index for index, char in enumerate(ALPHABET)}
+# espeak-ng's replies end in about 0.4 s of silence (the median over the corpus' phonetic
+# codes): the letters are spread over the frames before it.
+TRAILING_SILENCE_FRAMES = 5
+_ONES = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen",
+]  # fmt: skip
+_TENS = ["-", "-", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def number_words(number: int) -> str:
+    """How espeak-ng says a whole number below a million (above: digit by digit)."""
+    if number < 20:
+        return _ONES[number]
+    if number < 100:
+        tens, ones = divmod(number, 10)
+        return _TENS[tens] + (f" {_ONES[ones]}" if ones else "")
+    for size, name in ((1000, "thousand"), (100, "hundred")):
+        if size <= number < 1000 * size:
+            high, low = divmod(number, size)
+            return f"{number_words(high)} {name}" + (f" {number_words(low)}" if low else "")
+    return " ".join(_ONES[int(digit)] for digit in str(number))
 
 
 def spell(text: str) -> list[int]:
-    """One id per character (case folded; punctuation and the rest are OTHER)."""
-    return [_IDS.get(char, OTHER) for char in text.lower()]
+    """One id per character as spoken: numbers as their words ("8" reads "eight", so a
+    number takes as many letters as its sound takes time), case folded, punctuation and
+    the rest OTHER. A number split over two tokens reads as two numbers."""
+    spoken = re.sub(r"\d+", lambda match: number_words(int(match.group())), text)
+    return [_IDS.get(char, OTHER) for char in spoken.lower()]
 
 
 def letter_windows(
@@ -58,7 +87,7 @@ def reply_letters(pieces: list[str], frames: int, columns: int, width: int) -> t
     written = torch.tensor([len(word) for word in spelled], dtype=torch.long).cumsum(0)
     column = torch.arange(columns)
     token = column.clamp(max=len(pieces) - 1)
-    centres = column * len(letters) // max(frames, 1)
+    centres = column * len(letters) // max(frames - TRAILING_SILENCE_FRAMES, 1)
     return letter_windows(letters, written[token], column >= len(pieces) - 1, centres, width)
 
 
