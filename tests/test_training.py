@@ -499,9 +499,10 @@ def test_side_encoders_are_chosen_at_launch_without_touching_the_plan(shards, tm
     assert plan.variant(text_layout="aligned").model_config(400, 8).text_layout == "aligned"
     with pytest.raises(ValueError, match="unknown text layout"):
         plan.variant(text_layout="interleaved")
-    assert plan.letter_window == 0
-    assert plan.variant(letter_window=7).model_config(400, 8).letter_window == 7
-    assert plan.variant(letter_window=7).variant_params["letter_window"] == 7
+    assert plan.letter_window == 7
+    assert plan.variant(text_layout="aligned").letter_window == 0
+    assert plan.variant(letter_window=0).model_config(400, 8).letter_window == 0
+    assert plan.variant(letter_window=5).variant_params["letter_window"] == 5
 
     root, tokenizer_path = shards
     checkpoint = save_tiny_whisper(tmp_path / "whisper.pt")

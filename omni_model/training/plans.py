@@ -127,8 +127,8 @@ class Plan:
         patch_model: str | None = None,
     ) -> Plan:
         """The same stages for a model variant (the sweep's Talker width, dense or MoE), a
-        text layout, a letter window, and other side encoders (None keeps the plan's):
-        `whisper` with a local
+        text layout (aligned drops the letter window unless one is given), a letter window,
+        and other side encoders (None keeps the plan's): `whisper` with a local
         `whisper_model` checkpoint for question audio, `siglip` with `siglip_model` for
         images, or the `patch` encoder pretrained into the `patch_model` file (frozen,
         instead of trained)."""
@@ -149,7 +149,7 @@ class Plan:
                 f"side encoders {encoders.audio!r}/{encoders.image!r}: audio is one of "
                 f"{AUDIO_ENCODERS}, image one of {IMAGE_ENCODERS}"
             )
-        return dataclasses.replace(
+        plan = dataclasses.replace(
             self,
             talker_hidden=talker_hidden,
             moe=moe,
@@ -157,6 +157,9 @@ class Plan:
             text_layout=text_layout or self.text_layout,
             letter_window=self.letter_window if letter_window is None else letter_window,
         )
+        if plan.text_layout == "aligned" and letter_window is None:
+            plan = dataclasses.replace(plan, letter_window=0)  # the text sits where it is said
+        return plan
 
     @property
     def variant_params(self) -> dict:
@@ -240,13 +243,17 @@ def tiny_plan() -> Plan:
     steps name 55% of first codes (41% after 3,000) and took the probes' speech CER from 1.00
     to 0.82, but the text-only I2T stage after them undoes it; an I2T stage that trained the
     Talker on its mixed-in speech rows kept it (measured with a trainer that skipped the
-    Talker on batches without speech targets, since reverted; README, Results).
+    Talker on batches without speech targets, since reverted; README, Results). What made
+    the speech follow the text was telling the Talker where in it each frame is: with a
+    window of 7 letters around each frame's share of the reply, 3,000 T2A steps on the
+    phonetic codes took the probes' speech CER from 1.00 to 0.50 (three sampling seeds).
     """
     common = {"warmup_steps": 20, "checkpoint_every": 100, "eval_batches": 4}
     return Plan(
         name="tiny",
         preset="tiny",
         encoders=EncoderSpec(width=64),
+        letter_window=7,
         stages=(
             Stage(
                 "text", "text", "all", 3e-3, 16, 256, max_steps=1500, text_only=True,

@@ -42,14 +42,15 @@ CODES_SCHEMA = pa.schema(
 
 class SpeechCodecConfig(dg.Config):
     """How much speech the offline codec is fitted on, and how its first stage is made
-    (all ignored for Mimi): `kmeans` clusters log-mel into `first_stage_codes` entries, as
-    the later stages do; `phones` names each frame's phone, learnt in `tagger_steps` from
-    forced alignments of the clips with their text (like Mimi's semantic first codebook).
-    Through the whole demo recipe neither yet gives speech the ASR can follow (README)."""
+    (all ignored for Mimi): `phones` names each frame's phone, learnt in `tagger_steps` from
+    forced alignments of the clips with their text (like Mimi's semantic first codebook), so
+    that a Talker reading the reply's letters can say them; `kmeans` clusters log-mel into
+    `first_stage_codes` entries, as the later stages do (its first codes follow the voice more
+    than the phones: README, Results)."""
 
     fit_minutes: float = 10.0
     kmeans_iterations: int = 4
-    first_stage: Literal["kmeans", "phones"] = "kmeans"
+    first_stage: Literal["kmeans", "phones"] = "phones"
     first_stage_codes: int = FIRST_STAGE_CODES
     tagger_steps: int = TAGGER_STEPS
     seed: int = 0
