@@ -188,10 +188,11 @@ def shards(tmp_path_factory):
     return root, path
 
 
-def tiny_model(vocab_size: int = 400) -> TrainModel:
+def tiny_model(vocab_size: int = 400, letter_window: int = 0) -> TrainModel:
     torch.manual_seed(0)
     config = dataclasses.replace(
-        make_config("tiny", vocab_size=vocab_size), speaker_dim=SPEAKER_DIM
+        make_config("tiny", vocab_size=vocab_size, letter_window=letter_window),
+        speaker_dim=SPEAKER_DIM,
     )
     return TrainModel(config, EncoderSpec(width=32))
 
@@ -320,6 +321,11 @@ def test_letter_window_reads_the_reply_from_its_first_frame_to_its_last_stop(sha
     batch = next(iter(data.loader(0)))
     assert batch["letters"].shape[:2] == (4, 5)
     assert batch["letters"].shape[2] == batch["input_ids"].shape[2] == 256
+    model = tiny_model(tokenizer.vocab_size, letter_window=5)
+    with torch.no_grad():
+        read = model(batch).audio_logits
+        unread = model({**batch, "letters": torch.full_like(batch["letters"], NONE)}).audio_logits
+    assert not torch.allclose(read, unread)  # the training model hands the letters on
 
 
 def test_epoch_plans_are_deterministic_cover_every_row_and_split_across_ranks(shards):
