@@ -276,11 +276,16 @@ def test_batches_hold_every_side_input_in_placeholder_order(shards):
         assert (labels[row, width:] == IGNORE_INDEX).all()
 
 
+def noiseless_t2a(**changes) -> DataSettings:
+    """T2A rows padded to 256, without augmentation or scheduled sampling."""
+    settings = DataSettings("t2a", 256, 4, batching="pad_to_max", augment=False)
+    return dataclasses.replace(settings, scheduled_sampling=0.0, **changes)
+
+
 def test_aligned_layout_reads_the_same_reply_spread_over_its_speech(shards):
     root, tokenizer_path = shards
     tokenizer = ChatTokenizer.load(tokenizer_path)
-    settings = DataSettings("t2a", 256, 4, batching="pad_to_max", augment=False)
-    settings = dataclasses.replace(settings, scheduled_sampling=0.0, drop_reference=0.0)
+    settings = noiseless_t2a(drop_reference=0.0)
     sequential = ShardData(root, tokenizer, settings)
     aligned = ShardData(root, tokenizer, dataclasses.replace(settings, text_layout="aligned"))
     for number in range(4):
@@ -304,9 +309,7 @@ def test_aligned_layout_reads_the_same_reply_spread_over_its_speech(shards):
 def test_letter_window_reads_the_reply_from_its_first_frame_to_its_last_stop(shards):
     root, tokenizer_path = shards
     tokenizer = ChatTokenizer.load(tokenizer_path)
-    settings = DataSettings("t2a", 256, 4, batching="pad_to_max", augment=False)
-    settings = dataclasses.replace(settings, scheduled_sampling=0.0, letter_window=5)
-    data = ShardData(root, tokenizer, settings)
+    data = ShardData(root, tokenizer, noiseless_t2a(letter_window=5))
     for number in range(4):
         sample = data.dataset.load(number, 0).sample
         reads = (sample.letters != NONE).any(dim=0).nonzero().flatten()

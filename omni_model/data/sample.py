@@ -216,11 +216,8 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor]:
         audio_labels[row, :, :width] = sample.audio_labels
         if sample.letters is not None:
             letters[row, :, :width] = sample.letters
-    batch_tensors = {"input_ids": input_ids, "text_labels": text_labels}
-    batch_tensors["audio_labels"] = audio_labels
-    if window:
-        batch_tensors["letters"] = letters
-    return batch_tensors
+    tensors = {"input_ids": input_ids, "text_labels": text_labels, "audio_labels": audio_labels}
+    return tensors | {"letters": letters} if window else tensors
 
 
 def _check_codes(codes: torch.Tensor | None, name: str) -> None:

@@ -505,7 +505,7 @@ class ShardDataset(Dataset):
             scheduled_sampling=settings.scheduled_sampling,
             generator=generator,
             reply_weights=reply_weights(self.tokenizer, conversation, settings),
-            reply_pieces=self.tokenizer.reply_pieces(conversation),
+            reply_pieces=reply_pieces(self.tokenizer, conversation, settings),
             letter_window=settings.letter_window,
         )
         if settings.all_tokens:
@@ -537,6 +537,13 @@ def reply_weights(
 ) -> list[float] | None:
     """What `build_streams` needs for the settings' text layout (None: sequential)."""
     return tokenizer.reply_weights(conversation) if settings.text_layout == "aligned" else None
+
+
+def reply_pieces(
+    tokenizer: ChatTokenizer, conversation: TokenizedConversation, settings: DataSettings
+) -> list[str] | None:
+    """Each reply token's text when the Talker reads letters (None: it does not)."""
+    return tokenizer.reply_pieces(conversation) if settings.letter_window else None
 
 
 def with_all_token_labels(sample: Sample) -> Sample:
