@@ -110,7 +110,7 @@ def write_report(result: EvaluatedModel, folder: Path) -> str:
         {"task": item.task, "question": item.question, "reply": item.reply,
          "expected": item.answer}
         for item in items
-        if not item.held_out and not item.exact_match
+        if not item.held_out and not item.exact_match and item.seed == items[0].seed
     ]  # fmt: skip
     sections = [
         ("Metrics", metric_rows, None),
@@ -120,7 +120,9 @@ def write_report(result: EvaluatedModel, folder: Path) -> str:
         ("Probes answered wrong", wrong_rows, None),
     ]
     intro = (
-        f"Checkpoint run `{result.mlflow_run_id}`, {len(items)} items; speech read by "
+        f"Checkpoint run `{result.mlflow_run_id}`, {len({i.item_id for i in items})} items, "
+        f"each asked under {len({i.seed for i in items})} sampling seed(s) (the replies to the "
+        f"first are listed below; every metric pools all of them); speech read by "
         f"{result.transcriber} (its floor, the CER on espeak-ng renderings of the same "
         "texts, is `speech/asr_floor_cer`; the codec's, the CER on those renderings encoded "
         "and decoded by the model's codec, `speech/codec_floor_cer`; the share of replies it "

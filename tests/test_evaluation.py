@@ -443,8 +443,14 @@ def test_the_codec_floor_reads_the_rendering_through_the_codec(speaker_encoder, 
     )
 
 
+ITEM_NUMBERS = itertools.count()
+
+
 def scored(task: str, voice: str | None, seen: bool, words: int, **values) -> ItemResult:
-    base = ItemResult("id", task, voice, seen, "q", "a", "r", True, 1.0, 1.0, 1.0)
+    """A scored reply to a question of its own (unless `item_id` says which)."""
+    base = ItemResult(
+        f"id-{next(ITEM_NUMBERS)}", task, voice, seen, "q", "a", "r", True, 1.0, 1.0, 1.0
+    )
     return dataclasses.replace(base, words=words, **values)
 
 
@@ -495,6 +501,24 @@ def test_summaries_weigh_items_by_length_and_bucket_by_reply_words():
     assert all(math.isfinite(v) for v in metrics.values())
 
 
+def test_replies_under_several_seeds_pool_into_one_cer_and_count_each_question_once():
+    codes = torch.zeros(8, 1, dtype=torch.long)
+    voices = {"a": Voice("a", codes, torch.tensor([1.0, 0.0]), "codec")}
+    errors = {(0, "q1"): 2, (0, "q2"): 0, (1, "q1"): 5, (1, "q2"): 1}  # of 10 characters each
+    results = [
+        scored("t2a", "a", True, 2, item_id=item, seed=seed, chars=10, char_errors=count,
+               word_errors=0, floor_char_errors=0, floor_word_errors=0, transcript="x")
+        for (seed, item), count in errors.items()
+    ]  # fmt: skip
+    metrics = summarize(results, voices)
+    assert metrics["t2a/items"] == 2 and metrics["speech/items"] == 2
+    assert metrics["speech/cer"] == pytest.approx(8 / 40)
+    assert metrics["speech/cer_seed_min"] == pytest.approx(2 / 20)
+    assert metrics["speech/cer_seed_max"] == pytest.approx(6 / 20)
+    one_seed = summarize([r for r in results if r.seed == 0], voices)
+    assert one_seed["speech/cer"] == pytest.approx(0.1) and "speech/cer_seed_min" not in one_seed
+
+
 # End to end -----------------------------------------------------------------------------------
 
 
@@ -531,9 +555,13 @@ def test_evaluating_a_random_checkpoint_gives_every_metric_in_range(
         encoder=speaker_encoder,
         voices=voices,
         sampling=sampling,
+        seeds=(0, 1),
     )
     assert evaluation.transcriber.startswith("pocketsphinx-sentences")
-    assert [row["item_id"] for row in evaluation.rows()] == [p.item_id for p in items]
+    rows = evaluation.rows()
+    assert [(row["item_id"], row["seed"]) for row in rows] == [
+        (p.item_id, seed) for seed in (0, 1) for p in items
+    ]
     metrics = evaluation.metrics
     for task in ("t2a", "a2a", "i2t"):
         assert metrics[f"{task}/items"] == 1
@@ -543,6 +571,7 @@ def test_evaluating_a_random_checkpoint_gives_every_metric_in_range(
     shares = ("heard_whole", "asr_floor_heard_whole", "heard_nothing")
     assert all(0.0 <= metrics[f"speech/{name}"] <= 1.0 for name in shares)
     assert metrics["speech/items"] == 2  # I2T replies are not scored as speech
+    assert metrics["speech/cer_seed_min"] <= metrics["speech/cer"] <= metrics["speech/cer_seed_max"]
     for name in ("similarity_seen", "similarity_other_voices", "different_voices"):
         assert -1.0 <= metrics[f"voice/{name}"] <= 1.0
     i2t = evaluation.items[2]
