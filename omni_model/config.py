@@ -122,7 +122,9 @@ def reference_config() -> OmniConfig:
 
 
 def tiny_config() -> OmniConfig:
-    """A few million parameters: for CPU tests and the offline demo."""
+    """A few million parameters: for CPU tests and the offline demo. Codebook 0 (what is
+    said) counts 4x in the audio loss: over two training seeds of the tiny plan's T2A stage
+    it took the probes' speech CER from 0.58 and 0.65 to 0.48 and 0.59 (x8: 0.77)."""
     return OmniConfig(
         thinker=StackConfig(hidden=128, num_layers=4, num_heads=4, num_kv_heads=2),
         talker=StackConfig(hidden=128, num_layers=2, num_heads=4, num_kv_heads=2),
@@ -131,6 +133,7 @@ def tiny_config() -> OmniConfig:
         audio_feature_dim=64,
         image_feature_dim=64,
         max_seq_len=512,
+        first_codebook_loss_weight=4.0,
     )
 
 
