@@ -39,7 +39,7 @@ from omni_model.evaluation import (
     similarity_by_voice,
     summarize,
 )
-from omni_model.evaluation.asr import dictionary_pronunciations
+from omni_model.evaluation.asr import Transcriber, dictionary_pronunciations
 from omni_model.evaluation.metrics import (
     char_errors,
     dtw,
@@ -441,6 +441,40 @@ def test_the_codec_floor_reads_the_rendering_through_the_codec(speaker_encoder, 
             0,
         )
     )
+
+
+class CountingTranscriber(Transcriber):
+    """Passes every call on to `inner` and counts them."""
+
+    name = "counting"
+
+    def __init__(self, inner: Transcriber):
+        self.inner, self.calls = inner, 0
+
+    def transcribe(self, audio: torch.Tensor, sample_rate: int) -> str:
+        self.calls += 1
+        return self.inner.transcribe(audio, sample_rate)
+
+
+def test_a_reply_heard_again_reuses_its_rendering_and_floors(speaker_encoder, voices, codec):
+    transcriber = CountingTranscriber(PocketsphinxTranscriber.from_sentences(ANSWERS))
+    scorer = Scorer(transcriber, speaker_encoder, voices, codec)
+    answer = "The capital of France is Paris."
+    item = ProbeItem("again", "t2a", "What is the capital of France?", (answer,), "en-us+f2")
+    spoken = synthesize(normalize_text(answer), "en-us+f2")
+    first = scorer.score(item, Reply(answer, spoken, seconds=1.0))
+    assert transcriber.calls == 3  # the reply, the rendering, the rendering through the codec
+    # Another seed's reply: the same words (up to case and punctuation), other audio.
+    second = scorer.score(item, Reply(answer.lower()[:-1], spoken[: len(spoken) // 2], 1.0))
+    assert transcriber.calls == 4  # only the new reply's audio
+    assert (second.floor_transcript, second.codec_transcript) == (
+        first.floor_transcript,
+        first.codec_transcript,
+    )
+    assert first.mcd_db == 0.0 < second.mcd_db  # still measured against the rendering
+    other_voice = dataclasses.replace(item, voice="en-us+f3")
+    scorer.score(other_voice, Reply(answer, spoken, seconds=1.0))
+    assert transcriber.calls == 7  # another voice renders the words anew
 
 
 ITEM_NUMBERS = itertools.count()

@@ -169,6 +169,16 @@ def ask(chat: OmniChat, item: ProbeItem, voice: Voice | None, seed: int = 0) -> 
     return Reply(chat.tokenizer.decode(token_ids), audio, time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What a reply's speech is measured against: espeak-ng's rendering of its text and
+    the ASR's transcripts of that rendering as is and through the codec (None: no codec)."""
+
+    rendering: torch.Tensor  # (samples,)
+    transcript: str
+    codec_transcript: str | None
+
+
 class Scorer:
     """Scores replies; holds the ASR, the speaker encoder, the voices (name -> Voice) and,
     for the codec's floor, the codec that made the replies' speech (None: no codec floor)."""
@@ -189,6 +199,9 @@ class Scorer:
         self.speakers = (
             torch.stack([voice.speaker for voice in self.voices.values()]) if voices else None
         )
+        # (normalised text, voice, rate) -> Reference: a reply's text is usually the same
+        # under every sampling seed, and its floors depend on nothing else.
+        self._references: dict[tuple[str, str, int], Reference] = {}
 
     def score(self, item: ProbeItem, reply: Reply, sample_rate: int = 24_000) -> ItemResult:
         result = ItemResult(
@@ -209,11 +222,27 @@ class Scorer:
             self._score_speech(result, item.voice, reply, sample_rate)
         return result
 
-    def _score_speech(self, result: ItemResult, voice: str, reply: Reply, rate: int) -> None:
+    def _reference(self, text: str, voice: str, rate: int) -> Reference:
+        """The espeak-ng rendering of `text` in `voice` and the ASR's transcripts of it, as
+        is and after the codec's round trip: the floors a reply's CER is read against."""
         # The normalised words only: symbols espeak-ng would read aloud are not in the text.
-        rendering = synthesize(normalize_text(reply.text), voice, sample_rate=rate)  # (samples,)
+        key = (normalize_text(text), voice, rate)
+        if key not in self._references:
+            rendering = synthesize(key[0], voice, sample_rate=rate)  # (samples,)
+            codec_transcript = None
+            if self.codec is not None:
+                codes, _ = self.codec.encode(rendering[None])  # (1, 8, F)
+                round_trip = self.codec.decode(codes)[0][0]  # (samples,)
+                codec_transcript = self.transcriber.transcribe(round_trip, rate)
+            self._references[key] = Reference(
+                rendering, self.transcriber.transcribe(rendering, rate), codec_transcript
+            )
+        return self._references[key]
+
+    def _score_speech(self, result: ItemResult, voice: str, reply: Reply, rate: int) -> None:
+        reference = self._reference(reply.text, voice, rate)
         result.transcript = self.transcriber.transcribe(reply.audio, rate)
-        result.floor_transcript = self.transcriber.transcribe(rendering, rate)
+        result.floor_transcript = reference.transcript
         chars, words = (
             char_errors(reply.text, result.transcript),
             word_errors(reply.text, result.transcript),
@@ -222,13 +251,11 @@ class Scorer:
         result.words, result.word_errors = words.length, words.errors
         result.floor_char_errors = char_errors(reply.text, result.floor_transcript).errors
         result.floor_word_errors = word_errors(reply.text, result.floor_transcript).errors
-        if self.codec is not None:
-            codes, _ = self.codec.encode(rendering[None])  # (1, 8, F)
-            round_trip = self.codec.decode(codes)[0][0]  # (samples,)
-            result.codec_transcript = self.transcriber.transcribe(round_trip, rate)
+        if reference.codec_transcript is not None:
+            result.codec_transcript = reference.codec_transcript
             result.codec_char_errors = char_errors(reply.text, result.codec_transcript).errors
         result.length_bucket = length_bucket(reply.text)
-        result.mcd_db = mel_cepstral_distortion(reply.audio, rendering, rate)
+        result.mcd_db = mel_cepstral_distortion(reply.audio, reference.rendering, rate)
         try:
             cosines = voice_similarity(
                 self.encoder, reply.audio, self.speakers, rate, result.item_id
