@@ -29,7 +29,8 @@ def write_corpus(folder, speech_corpus) -> None:
 def test_fit_skips_bad_files_by_name_and_writes_a_loadable_codec(tmp_path, speech_corpus, capsys):
     write_corpus(tmp_path / "audio", speech_corpus)
     out = tmp_path / "codec.safetensors"
-    assert main(["codec", "fit", str(tmp_path / "audio"), "--out", str(out)]) == 0
+    args = ["codec", "fit", str(tmp_path / "audio"), "--out", str(out)]
+    assert main([*args, "--first-stage-codes", "32", "--residual-stage-codes", "16"]) == 0
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2
@@ -37,7 +38,9 @@ def test_fit_skips_bad_files_by_name_and_writes_a_loadable_codec(tmp_path, speec
     assert "empty.ogg: empty file" in warnings[1]
     summary = json.loads(captured.out.splitlines()[-1])
     assert (summary["files"], summary["skipped"]) == (4, 2)
-    assert OfflineCodec.load(out).codec_id == summary["codec_id"]
+    loaded = OfflineCodec.load(out)
+    assert loaded.codec_id == summary["codec_id"]
+    assert loaded.stage_sizes == (32,) + (16,) * 7
 
 
 def test_fit_with_transcripts_can_give_a_phonetic_first_stage(tmp_path, speech_corpus, capsys):

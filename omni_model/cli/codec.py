@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omni_model.audio_io import AudioError, load_audio, save_wav
 from omni_model.quantization import CODEC_KINDS, SAMPLE_RATE, OfflineCodec, load_codec
-from omni_model.quantization.offline import FIRST_STAGE_CODES
+from omni_model.quantization.offline import FIRST_STAGE_CODES, RESIDUAL_STAGE_CODES
 from omni_model.quantization.phonetic import TAGGER_STEPS
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
@@ -29,7 +29,13 @@ def register(subparsers) -> None:
         "--first-stage-codes",
         type=int,
         default=FIRST_STAGE_CODES,
-        help="centroids of the first stage (the later seven have 2,048)",
+        help="centroids of a k-means first stage",
+    )
+    fit.add_argument(
+        "--residual-stage-codes",
+        type=int,
+        default=RESIDUAL_STAGE_CODES,
+        help="centroids of each of the seven later stages",
     )
     fit.add_argument(
         "--first-stage",
@@ -108,6 +114,7 @@ def run_fit(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         seed=args.seed,
         first_stage_codes=args.first_stage_codes,
+        residual_stage_codes=args.residual_stage_codes,
         tagger_steps=args.tagger_steps,
     )
     codec.save(args.out)

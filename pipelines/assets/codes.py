@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from omni_model.audio_io import AudioError, load_audio
 from omni_model.quantization import Codec, OfflineCodec, load_codec
-from omni_model.quantization.offline import FIRST_STAGE_CODES
+from omni_model.quantization.offline import FIRST_STAGE_CODES, RESIDUAL_STAGE_CODES
 from omni_model.quantization.phonetic import TAGGER_STEPS
 from pipelines.assets.common import Landed, preview_table
 from pipelines.partitions import BUCKETS
@@ -52,6 +52,7 @@ class SpeechCodecConfig(dg.Config):
     kmeans_iterations: int = 4
     first_stage: Literal["kmeans", "phones"] = "phones"
     first_stage_codes: int = FIRST_STAGE_CODES
+    residual_stage_codes: int = RESIDUAL_STAGE_CODES
     tagger_steps: int = TAGGER_STEPS
     seed: int = 0
 
@@ -102,6 +103,7 @@ def speech_codec(
             seed=config.seed,
             iterations=config.kmeans_iterations,
             first_stage_codes=config.first_stage_codes,
+            residual_stage_codes=config.residual_stage_codes,
             tagger_steps=config.tagger_steps,
         )
         weights = store.path("codecs", f"{fitted.codec_id}.safetensors")
