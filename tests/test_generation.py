@@ -1,6 +1,7 @@
 """Streaming generation: frame timing, stop handling, and agreement with the training layout."""
 
 import dataclasses
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -91,6 +92,23 @@ def test_frames_arrive_when_all_codebooks_exist_and_generation_stops_on_stop_ids
     assert torch.equal(torch.stack([f.codes for f in frames], dim=1), answer)
     # Codebook 0 stops at step 7, codebook 7 at step 14: the last step generated.
     assert len(model.fed) == 1 + 14
+
+
+def test_frames_carry_each_codebooks_distribution_at_the_expectation_temperature():
+    *_, answer, events = run_scripted(text_length=4, frames=6)
+    frames = [e for e in events if isinstance(e, AudioFrame)]
+    distributions = torch.stack([f.distributions for f in frames], dim=1)  # (8, 6, 2048)
+    assert distributions.shape == (8, 6, 2048)
+    assert torch.allclose(distributions.sum(dim=-1), torch.ones(8, 6))
+    assert torch.equal(distributions.argmax(dim=-1), answer)
+    # The script scores its code 5 and the other 2,047 codes 0: at temperature 0.5 that is
+    # e^10 against 2,047 ones (the stop id, scored higher, is not a code).
+    chosen = distributions.gather(-1, answer[..., None])[..., 0]
+    assert torch.allclose(chosen, torch.full((8, 6), math.exp(10) / (math.exp(10) + 2047)))
+    codes_only = dataclasses.replace(GREEDY, acoustic_expectation_temperature=None)
+    *_, events = run_scripted(text_length=4, frames=6, settings=codes_only)
+    frames = [e for e in events if isinstance(e, AudioFrame)]
+    assert len(frames) == 6 and all(f.distributions is None for f in frames)
 
 
 def test_generated_streams_match_the_training_layout():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
 import itertools
@@ -26,6 +27,7 @@ from talk_support import (
 
 from omni_model.audio_io import AudioError, save_wav
 from omni_model.cli import main
+from omni_model.cli.chat import add_sampling_arguments, sampling_from_args
 from omni_model.config import SPEAKER_MARKER_ID
 from omni_model.encoders.image import ImageError
 from omni_model.generation import AudioFrame, SamplingSettings, TextToken, generate_stream
@@ -102,7 +104,8 @@ def test_reply_streams_the_generated_text_and_every_frame_decoded_in_order(loade
     decoder = loaded.codec.streaming_decoder()
     model = loaded.trained.model
     events = list(generate_stream(model, prompt.streams, settings=SETTINGS, generator=generator))
-    frames = [decoder.decode_frame(e.codes) for e in events if isinstance(e, AudioFrame)]
+    audio = [e for e in events if isinstance(e, AudioFrame)]
+    frames = [decoder.decode_frame(e.codes, e.distributions) for e in audio]
     tokens = [e.token_id for e in events if isinstance(e, TextToken) and not e.is_end]
     assert loaded.tokenizer.decode(tokens).startswith(done.text)
     assert len(frames) == len(chunks)
@@ -293,6 +296,17 @@ def test_cli_chat_refuses_frames_per_token_rules_that_cannot_hold(store, capsys)
     assert "--min-frames-per-token may not be negative" in capsys.readouterr().err
     assert main([*args, "--min-frames-per-token", "3", "--max-frames-per-token", "2"]) == 2
     assert "--max-frames-per-token (2.0) must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_sampling_arguments_choose_how_acoustic_codebooks_decode():
+    parser = argparse.ArgumentParser()
+    add_sampling_arguments(parser)
+    default = sampling_from_args(parser.parse_args([]))
+    assert default.acoustic_expectation_temperature == 0.5
+    sharper = sampling_from_args(parser.parse_args(["--acoustic-expectation", "0.25"]))
+    assert sharper.acoustic_expectation_temperature == 0.25
+    codes_only = sampling_from_args(parser.parse_args(["--acoustic-expectation", "0"]))
+    assert codes_only.acoustic_expectation_temperature is None
 
 
 def test_cli_chat_reports_a_tokenizer_mismatch(store, tmp_path, capsys):

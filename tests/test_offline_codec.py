@@ -111,6 +111,30 @@ def test_stages_encode_with_their_first_entries_only(small_codec, speech_corpus,
         OfflineCodec.fit([speech_corpus.train[0].audio], first_stage_codes=4096, progress=False)
 
 
+def test_distributions_decode_stages_1_to_7_as_their_expected_entries(small_codec, speech_corpus):
+    codes, _ = small_codec.encode(speech_corpus.held_out[0].audio[None])  # (1, 8, F)
+    one_hot = torch.nn.functional.one_hot(codes, CODEBOOK_SIZE).float()  # (1, 8, F, 2048)
+    hard = small_codec.magnitudes(codes)
+    assert torch.allclose(small_codec.magnitudes(codes, one_hot), hard, rtol=1e-3, atol=1e-5)
+    # Uniform over all 2,048 codes: each later stage adds the mean of the entries it uses,
+    # codebook 0 its chosen entry.
+    uniform = torch.full_like(one_hot, 1 / CODEBOOK_SIZE)
+    books, sizes = small_codec.codebooks, small_codec.stage_sizes
+    means = sum(books[k, : sizes[k]].mean(dim=0) for k in range(1, 8))  # (640,)
+    vectors = books[0, codes[0, 0]] + means  # (F, 640)
+    assert torch.allclose(
+        small_codec.magnitudes(codes, uniform),
+        small_codec.log_mel.magnitudes(vectors[None]),
+        rtol=1e-3,
+        atol=1e-5,
+    )
+    streamed = small_codec.streaming_decoder().decode_frame(codes[0, :, 0], one_hot[0, :, 0])
+    played = small_codec.streaming_decoder().decode_frame(codes[0, :, 0])
+    assert torch.allclose(streamed, played, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match=r"distributions must be \(batch, 8, frames, 2048\)"):
+        small_codec.decode(codes, distributions=one_hot[..., :16])
+
+
 def test_version_1_files_load_with_full_stages_and_their_old_codec_id(small_codec, tmp_path):
     """Files written before stage sizes existed: every entry of every stage is a centroid."""
     full = small_codec.codebooks.clone()

@@ -73,6 +73,14 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     add("--audio-temperature", type=float, default=defaults.audio_temperature)
     add("--audio-top-k", type=int, default=defaults.audio_top_k)
     add("--repetition-penalty", type=float, default=defaults.audio_repetition_penalty)
+    add(
+        "--acoustic-expectation",
+        type=float,
+        default=defaults.acoustic_expectation_temperature,
+        metavar="TEMPERATURE",
+        help="the offline codec decodes codebooks 1..7 as their expected entries under the "
+        "Talker's distribution at this temperature; 0: the sampled codes",
+    )
     add("--max-steps", type=int, default=defaults.max_steps, help="steps per reply at most")
     add(
         "--min-frames-per-token",
@@ -106,6 +114,7 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingSettings:
         audio_temperature=args.audio_temperature,
         audio_top_k=args.audio_top_k,
         audio_repetition_penalty=args.repetition_penalty,
+        acoustic_expectation_temperature=args.acoustic_expectation or None,
         max_steps=args.max_steps,
         min_frames_per_text_token=args.min_frames_per_token,
         max_frames_per_text_token=args.max_frames_per_token,

@@ -148,7 +148,7 @@ def ask(chat: OmniChat, item: ProbeItem, voice: Voice | None, seed: int = 0) -> 
         chat.user_turn(text, audio=item.question_audio, image=item.image)
     )
     generator = torch.Generator().manual_seed(seed + zlib.crc32(item.item_id.encode()))
-    token_ids, frames = [], []
+    token_ids, frames, distributions = [], [], []
     for event in generate_stream(
         chat.model,
         prompt.streams,
@@ -161,11 +161,14 @@ def ask(chat: OmniChat, item: ProbeItem, voice: Voice | None, seed: int = 0) -> 
     ):
         if isinstance(event, AudioFrame):
             frames.append(event.codes)
+            distributions.append(event.distributions)
         elif not event.is_end:
             token_ids.append(event.token_id)
     audio = torch.zeros(0)
     if frames:
-        audio = chat.codec.decode(torch.stack(frames, dim=1)[None])[0][0]  # (F * 1920,)
+        codes = torch.stack(frames, dim=1)[None]  # (1, 8, F)
+        expected = None if distributions[0] is None else torch.stack(distributions, dim=1)[None]
+        audio = chat.codec.decode(codes, distributions=expected)[0][0]  # (F * 1920,)
     return Reply(chat.tokenizer.decode(token_ids), audio, time.perf_counter() - started)
 
 

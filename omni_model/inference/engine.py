@@ -275,7 +275,7 @@ class OmniChat:
                 with self.compute_lock:  # one generation step (or the prefill), one decode
                     event = next(events, None)
                     if isinstance(event, AudioFrame):
-                        samples = decoder.decode_frame(event.codes)  # (1920,)
+                        samples = decoder.decode_frame(event.codes, event.distributions)
                 if event is None:
                     break
                 steps = event.step + 1

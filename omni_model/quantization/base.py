@@ -26,8 +26,11 @@ class StreamingDecoder(ABC):
     """Decodes one frame at a time, keeping whatever state the codec needs between frames."""
 
     @abstractmethod
-    def decode_frame(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes: (8,) -> (1920,) float32 samples of this frame."""
+    def decode_frame(
+        self, codes: torch.Tensor, distributions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """codes: (8,) -> (1920,) float32 samples of this frame; distributions (8, 2048) as
+        in `Codec.decode`."""
 
 
 class Codec(ABC):
@@ -50,9 +53,16 @@ class Codec(ABC):
 
     @abstractmethod
     def decode(
-        self, codes: torch.Tensor, frames: torch.Tensor | None = None
+        self,
+        codes: torch.Tensor,
+        frames: torch.Tensor | None = None,
+        distributions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """codes (B, 8, F), frames (B,) -> audio (B, F * 1920) float, sample lengths (B,)."""
+        """codes (B, 8, F), frames (B,) -> audio (B, F * 1920) float, sample lengths (B,).
+
+        distributions (B, 8, F, 2048): what the model that chose the codes thought of each
+        code (rows sum to 1). A codec that can (the offline one) decodes codebooks 1..7 as
+        the entries expected under them; Mimi decodes the codes."""
 
     @abstractmethod
     def streaming_decoder(self) -> StreamingDecoder:

@@ -132,7 +132,10 @@ class MimiCodec(Codec):
 
     @torch.no_grad()
     def decode(
-        self, codes: torch.Tensor, frames: torch.Tensor | None = None
+        self,
+        codes: torch.Tensor,
+        frames: torch.Tensor | None = None,
+        distributions: torch.Tensor | None = None,  # not used: Mimi decodes the codes
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shape_ok = codes.dim() == 3 and codes.shape[1] == NUM_CODEBOOKS and 0 not in codes.shape
         check_codes(codes, shape_ok, "(batch, 8, frames), non-empty")
@@ -163,7 +166,11 @@ class MimiStreamingDecoder(StreamingDecoder):
         self.idle = dict.fromkeys(self.state)
 
     @torch.no_grad()
-    def decode_frame(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode_frame(
+        self,
+        codes: torch.Tensor,
+        distributions: torch.Tensor | None = None,  # not used: Mimi decodes the codes
+    ) -> torch.Tensor:
         check_codes(codes, codes.shape == (NUM_CODEBOOKS,), "(8,)")
         device = next(self.model.parameters()).device
         self.model.set_streaming_state(self.state)

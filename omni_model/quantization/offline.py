@@ -393,8 +393,14 @@ class OfflineCodec(Codec):
         padding = torch.arange(count)[None, None, :] >= frames[:, None, None]
         return codes.masked_fill(padding, 0).contiguous(), frames
 
-    def magnitudes(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, 8, F) -> linear STFT magnitudes (B, bins, 8F) of the summed centroids."""
+    def magnitudes(
+        self, codes: torch.Tensor, distributions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """codes (B, 8, F) -> linear STFT magnitudes (B, bins, 8F) of the summed centroids.
+
+        With distributions (B, 8, F, 2048), stages 1..7 add their expected centroid instead
+        of the chosen one (over the stage's entries in use): a model unsure of a detail code
+        then adds the mean of its guesses, not one guess's whole spectrum."""
         if codes.ndim != 3 or codes.shape[1] != NUM_CODEBOOKS or codes.is_floating_point():
             raise ValueError(
                 f"expected integer codes of shape (batch, 8, frames), got {tuple(codes.shape)}"
@@ -402,14 +408,28 @@ class OfflineCodec(Codec):
         if codes.numel() and (codes.min() < 0 or codes.max() >= CODEBOOK_SIZE):
             raise ValueError(f"codes must lie in 0..{CODEBOOK_SIZE - 1}")
         stages = torch.arange(NUM_CODEBOOKS)[None, :, None]
-        vectors = self.codebooks[stages, codes].sum(dim=1)  # (B, F, 640)
-        return self.log_mel.magnitudes(vectors)
+        chosen = self.codebooks[stages, codes]  # (B, 8, F, 640)
+        if distributions is None:
+            return self.log_mel.magnitudes(chosen.sum(dim=1))
+        if distributions.shape != (*codes.shape, CODEBOOK_SIZE):
+            raise ValueError(
+                f"distributions must be (batch, 8, frames, {CODEBOOK_SIZE}) like the codes "
+                f"{tuple(codes.shape)}, got {tuple(distributions.shape)}"
+            )
+        in_use = torch.arange(CODEBOOK_SIZE) < torch.tensor(self.stage_sizes)[:, None]
+        weights = distributions.float() * in_use[None, :, None, :]  # (B, 8, F, 2048)
+        weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        expected = torch.einsum("bkfc,kcd->bfd", weights[:, 1:], self.codebooks[1:])
+        return self.log_mel.magnitudes(chosen[:, 0] + expected)  # (B, bins, 8F)
 
     @torch.no_grad()
     def decode(
-        self, codes: torch.Tensor, frames: torch.Tensor | None = None
+        self,
+        codes: torch.Tensor,
+        frames: torch.Tensor | None = None,
+        distributions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        magnitude = self.magnitudes(codes)  # (B, bins, 8F), after checking the codes
+        magnitude = self.magnitudes(codes, distributions)  # (B, bins, 8F), checked
         batch, _, count = codes.shape
         if frames is None:
             frames = torch.full((batch,), count, dtype=torch.long)
@@ -445,10 +465,14 @@ class OfflineStreamingDecoder(StreamingDecoder):
         self.generator = torch.Generator().manual_seed(0)
 
     @torch.no_grad()
-    def decode_frame(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode_frame(
+        self, codes: torch.Tensor, distributions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if codes.shape != (NUM_CODEBOOKS,):
             raise ValueError(f"expected one frame of codes, shape (8,), got {tuple(codes.shape)}")
-        new = self.codec.magnitudes(codes.reshape(1, NUM_CODEBOOKS, 1))  # (1, bins, 8)
+        if distributions is not None:
+            distributions = distributions.reshape(1, NUM_CODEBOOKS, 1, -1)
+        new = self.codec.magnitudes(codes.reshape(1, NUM_CODEBOOKS, 1), distributions)
         magnitude = torch.cat([self.magnitude, new], dim=-1)
         audio = self.codec.log_mel.griffin_lim(magnitude, self.generator, prefix=self.played)
         context = self.played.shape[1]
