@@ -214,7 +214,12 @@ def test_variant_sweep_compares_each_variant_from_mlflow(store, trained):
 
 def test_evaluation_logs_to_the_checkpoints_run_and_writes_the_report(store, trained):
     config = {
-        "model_evaluation": {"probes_per_task": 2, "held_out_per_task": 1, "sampling_seeds": 2}
+        "model_evaluation": {
+            "probes_per_task": 2,
+            "held_out_per_task": 1,
+            "sampling_seeds": 2,
+            "acoustic_expectation": 0.25,
+        }
     }
     result = run_job(str(store), "evaluation_job", config)
     evaluated = result.output_for_node("model_evaluation")
@@ -226,8 +231,9 @@ def test_evaluation_logs_to_the_checkpoints_run_and_writes_the_report(store, tra
     questions = sum(evaluated.metrics[f"{t}/items"] for t in ("t2a", "a2a", "i2t"))
     assert [item["seed"] for item in items] == [0] * int(questions) + [1] * int(questions)
     use_store(store)
-    logged = mlflow.get_run(evaluated.mlflow_run_id).data.metrics
-    assert logged["eval/t2a/exact_match"] == evaluated.metrics["t2a/exact_match"]
+    run = mlflow.get_run(evaluated.mlflow_run_id).data
+    assert run.metrics["eval/t2a/exact_match"] == evaluated.metrics["t2a/exact_match"]
+    assert run.tags["eval.acoustic_expectation"] == "0.25"
     report = Path(result.output_for_node("evaluation_report"))
     for name in ("loss_curves.png", "cer_by_length.png", "similarity_by_voice.png"):
         assert (report.parent / name).stat().st_size > 1000, name

@@ -113,6 +113,7 @@ class Evaluation:
     items: list[ItemResult]
     metrics: dict[str, float]
     transcriber: str  # which ASR read the speech, and the words it could not look up
+    sampling: SamplingSettings  # how the replies were generated and their speech decoded
 
     def rows(self) -> list[dict]:
         """One plain dict per item, for tables and parquet."""
@@ -297,7 +298,8 @@ def evaluate(
         dataclasses.replace(scorer.score(item, reply, chat.codec.sample_rate), seed=seed)
         for (item, seed), reply in zip(asked, replies, strict=True)
     ]
-    return Evaluation(results, summarize(results, voices), transcriber.describe())
+    metrics = summarize(results, voices)
+    return Evaluation(results, metrics, transcriber.describe(), chat.settings)
 
 
 def evaluate_checkpoint(

@@ -7,6 +7,7 @@ beside the ASR's own floor, MCD, voice similarity) and logs the metrics to the c
 MLflow run. `evaluation_report` turns that into a markdown/HTML report with plots.
 """
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from omni_model.evaluation.asr import AsrConstraint, build_transcriber
-from omni_model.evaluation.evaluate import Evaluation, evaluate_checkpoint
+from omni_model.evaluation.evaluate import EVAL_SAMPLING, Evaluation, evaluate_checkpoint
 from omni_model.evaluation.probes import ProbeItem, item_from_row
 from omni_model.text.tokenizer import ChatTokenizer
 from omni_model.training.plans import get_plan
@@ -46,6 +47,9 @@ class EvaluationConfig(dg.Config):
     # Each question is asked under sampling seeds 0..n-1 and the metrics pool the replies:
     # one seed's speech CER over the 16 T2A probes varies by about 0.1 from seed to seed.
     sampling_seeds: int = 3
+    # Codebooks 1..7 decode as their expected entries at this temperature (offline codec;
+    # `SamplingSettings.acoustic_expectation_temperature`); 0: the sampled codes.
+    acoustic_expectation: float = EVAL_SAMPLING.acoustic_expectation_temperature or 0.0
     whisper_model: str | None = None  # a local Whisper checkpoint; None: offline pocketsphinx
     # pocketsphinx hears the evaluated texts as whole sentences, or as a trigram model of them
     asr_constraint: AsrConstraint = "sentences"
@@ -105,7 +109,14 @@ def log_evaluation(run_id: str, evaluation: Evaluation, items_path: Path) -> Non
             continue
         with mlflow.start_run(run_id=target):
             mlflow.log_metrics({f"eval/{key}": value for key, value in evaluation.metrics.items()})
-            mlflow.set_tag("eval.transcriber", evaluation.transcriber)
+            mlflow.set_tags(
+                {
+                    "eval.transcriber": evaluation.transcriber,
+                    "eval.acoustic_expectation": str(
+                        evaluation.sampling.acoustic_expectation_temperature
+                    ),
+                }
+            )
     with mlflow.start_run(run_id=run_id):
         mlflow.log_artifact(str(items_path), artifact_path="evaluation")
 
@@ -160,6 +171,9 @@ def model_evaluation(
         ChatTokenizer.load(chat_tokenizer.path),
         codec.load(store),
         asr=asr,
+        sampling=dataclasses.replace(
+            EVAL_SAMPLING, acoustic_expectation_temperature=config.acoustic_expectation or None
+        ),
         seeds=range(config.sampling_seeds),
         device=config.device or "cpu",
     )
@@ -175,6 +189,7 @@ def model_evaluation(
             "mlflow_run_id": lineage["mlflow_run_id"],
             "items": len(items),
             "sampling_seeds": config.sampling_seeds,
+            "acoustic_expectation": config.acoustic_expectation,
             "transcriber": evaluation.transcriber,
             "targets": dg.MetadataValue.md(markdown_table(target_rows(metrics))),
             "metrics": dg.MetadataValue.md(
