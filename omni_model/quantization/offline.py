@@ -12,7 +12,8 @@ speech through the codec about the same, 0.057 against 0.052), and so do the sev
 0.45 and 0.59). Fitted with the clips' texts, the first stage is phonetic instead
 (`phonetic`): its 40 codes name each frame's phone, as Mimi's first codebook names what is
 said, and its entries are each phone's mean frame.
-Decoding sums the chosen centroids back into log-mel, maps mel to linear magnitude with the
+Decoding sums the chosen centroids back into log-mel (for stages 1..7, given the model's
+distributions over their codes, the expected centroids), maps mel to linear magnitude with the
 filterbank's pseudo-inverse and recovers phase with (fast) Griffin-Lim. The streaming decoder
 runs Griffin-Lim over a few frames of left context with the already-played samples held
 fixed, so each new 80 ms chunk continues the waveform instead of starting a new one.
