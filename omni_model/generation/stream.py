@@ -134,7 +134,8 @@ def generate_stream(
             audio_logits[0, AUDIO_STOP_ID] = float("-inf")
         sampled = _sample_codes(audio_logits, codes, settings, generator).tolist()
         if expectation is not None:
-            step_distributions = (audio_logits[:, :CODEBOOK_SIZE] / expectation).softmax(-1)
+            logits = audio_logits[:, :CODEBOOK_SIZE] / expectation
+            step_distributions = logits.softmax(-1).cpu()  # (8, 2048), one copy a step
         if time_to_stop(settings, text_done, text_tokens, len(codes[0])):
             sampled[0] = AUDIO_STOP_ID
         for k in range(num_codebooks):
@@ -149,7 +150,7 @@ def generate_stream(
             else:
                 codes[k].append(code)
                 if expectation is not None:
-                    distributions[k].append(step_distributions[k].cpu())
+                    distributions[k].append(step_distributions[k])
         frame = step - num_codebooks  # the frame codebook 7 just completed
         if frame >= 0 and len(codes[-1]) == frame + 1 and stop_step[-1] is None:
             frame_codes = torch.tensor([codes[k][frame] for k in range(num_codebooks)])

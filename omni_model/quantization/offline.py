@@ -409,9 +409,8 @@ class OfflineCodec(Codec):
         if codes.numel() and (codes.min() < 0 or codes.max() >= CODEBOOK_SIZE):
             raise ValueError(f"codes must lie in 0..{CODEBOOK_SIZE - 1}")
         stages = torch.arange(NUM_CODEBOOKS)[None, :, None]
-        chosen = self.codebooks[stages, codes]  # (B, 8, F, 640)
         if distributions is None:
-            return self.log_mel.magnitudes(chosen.sum(dim=1))
+            return self.log_mel.magnitudes(self.codebooks[stages, codes].sum(dim=1))
         if distributions.shape != (*codes.shape, CODEBOOK_SIZE):
             raise ValueError(
                 f"distributions must be (batch, 8, frames, {CODEBOOK_SIZE}) like the codes "
@@ -421,7 +420,8 @@ class OfflineCodec(Codec):
         weights = distributions.float() * in_use[None, :, None, :]  # (B, 8, F, 2048)
         weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         expected = torch.einsum("bkfc,kcd->bfd", weights[:, 1:], self.codebooks[1:])
-        return self.log_mel.magnitudes(chosen[:, 0] + expected)  # (B, bins, 8F)
+        chosen = self.codebooks[0, codes[:, 0]]  # (B, F, 640): codebook 0 as chosen
+        return self.log_mel.magnitudes(chosen + expected)  # (B, bins, 8F)
 
     @torch.no_grad()
     def decode(
